@@ -1,0 +1,1 @@
+"""Prefect flows: the `neggen` pipeline DAG."""

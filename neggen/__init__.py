@@ -1,0 +1,1 @@
+"""NegGen's command line; the pipeline lives in neggen_core, tasks and flows."""

@@ -1,0 +1,5 @@
+import sys
+
+from neggen.cli import main
+
+sys.exit(main())

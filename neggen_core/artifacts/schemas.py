@@ -1,0 +1,120 @@
+"""The schema of record of every artifact table, checked on write and on read."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+from neggen_core.errors import SchemaError
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+USERS = pa.schema(
+    [
+        _field("user_idx", pa.int32(), nullable=False),
+        _field("user_id", pa.string(), nullable=False),
+        _field("n_train", pa.int32(), nullable=False),
+        _field("n_valid", pa.int32(), nullable=False),
+        _field("n_test", pa.int32(), nullable=False),
+    ]
+)
+
+ITEMS = pa.schema(
+    [
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("item_id", pa.string(), nullable=False),
+        _field("title", pa.string()),
+        _field("description", pa.string()),
+        _field("brand", pa.string()),
+        _field("categories", pa.list_(pa.string()), nullable=False),
+        _field("price", pa.float64()),
+        _field("image_uri", pa.string()),
+    ]
+)
+
+INTERACTIONS = pa.schema(
+    [
+        _field("user_idx", pa.int32(), nullable=False),
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("rating", pa.float32()),
+        _field("timestamp", pa.int64()),
+        _field("split", pa.string(), nullable=False),
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        _field("source_file", pa.string(), nullable=False),
+        _field("line", pa.int64()),
+        _field("record", pa.string(), nullable=False),
+        _field("reason", pa.string(), nullable=False),
+        _field("action", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "users": USERS,
+    "items": ITEMS,
+    "interactions": INTERACTIONS,
+    "quarantine": QUARANTINE,
+}
+
+SPLITS = ("train", "valid", "test")
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A short, stable hash of a schema's names, types and nullability."""
+    text = ";".join(f"{f.name}:{f.type}:{f.nullable}" for f in schema)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _normalise(type_: pa.DataType) -> pa.DataType:
+    """Map the large/view variants that polars produces onto the types of record."""
+    if pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return pa.string()
+    if pa.types.is_large_binary(type_) or pa.types.is_binary_view(type_):
+        return pa.binary()
+    if pa.types.is_large_list(type_) or pa.types.is_list_view(type_) or pa.types.is_list(type_):
+        return pa.list_(_normalise(type_.value_type))
+    if pa.types.is_fixed_size_list(type_):
+        return pa.list_(_normalise(type_.value_type), type_.list_size)
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, _normalise(f.type), f.nullable) for f in type_])
+    if pa.types.is_dictionary(type_):
+        return _normalise(type_.value_type)
+    return type_
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """Check `table` against `schema` and cast it to exactly that schema.
+
+    Columns may come in any order and as large/view variants of the expected types; anything else
+    (a missing or extra column, another type, a null in a non-nullable column) is a SchemaError.
+    """
+    got = set(table.column_names)
+    missing = [f"{f.name} ({f.type})" for f in schema if f.name not in got]
+    extra = sorted(got - set(schema.names))
+    if missing or extra:
+        raise SchemaError(
+            f"{where}: columns do not match the schema of record"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unexpected: {', '.join(extra)}" if extra else "")
+        )
+    table = table.select(schema.names)
+    for expected in schema:
+        column = table.column(expected.name)
+        if _normalise(column.type) != _normalise(expected.type):
+            raise SchemaError(
+                f"{where}: column {expected.name!r} has type {column.type}, "
+                f"expected {expected.type}"
+            )
+        if not expected.nullable and column.null_count:
+            raise SchemaError(
+                f"{where}: column {expected.name!r} has {column.null_count} nulls "
+                "but is declared non-nullable"
+            )
+    return table.cast(schema)

@@ -1,0 +1,339 @@
+"""Versioned, atomic, resumable artifact store on any fsspec filesystem.
+
+Layout: `<root>/<dataset>/<stage>/<version>/` holding one folder per table of numbered Parquet
+part files, optional JSON side files (reports), and `manifest.json`, written last. A folder
+without a manifest is not an artifact.
+
+Writes go to `<root>/<dataset>/<stage>/.staging-<version>/`; each part file is written to a
+temporary name and renamed, so a part that exists is complete. `commit()` moves the staging
+folder into place and then writes the manifest. A crash leaves at most a staging folder, which
+is never read as an artifact: a non-resumable writer clears it, a resumable one keeps its parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import BaseModel, ConfigDict
+
+from neggen_core import __version__
+from neggen_core.artifacts.schemas import conform, schema_fingerprint
+from neggen_core.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+VERSION_LENGTH = 16
+
+
+def compute_version(
+    stage: str,
+    schema_version: int,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str],
+) -> str:
+    """Version = hash of (stage, schema version, the stage's config section, upstream versions)."""
+    payload = json.dumps(
+        {
+            "stage": stage,
+            "schema_version": schema_version,
+            "config": config,
+            "upstream": dict(upstream),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:VERSION_LENGTH]
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    bytes: int
+    sha256: str
+
+
+class TableEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: int
+    schema_fingerprint: str
+    files: list[FileEntry]
+
+
+class Manifest(BaseModel):
+    """What `manifest.json` records about one artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str
+    stage: str
+    version: str
+    schema_version: int
+    upstream: dict[str, str]
+    config: dict[str, Any]
+    code_version: str
+    created_at: str
+    seconds: float
+    tables: dict[str, TableEntry]
+    files: list[FileEntry]
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A small, serialisable pointer to one artifact: what tasks pass to each other."""
+
+    root: str
+    dataset: str
+    stage: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return posixpath.join(self.root.rstrip("/"), self.dataset, self.stage, self.version)
+
+
+def uri_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A path others can open: plain for the local filesystem, with its protocol otherwise."""
+    if isinstance(fs, LocalFileSystem):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactStore:
+    """Artifacts of one dataset under one root (a local path or an fsspec URI)."""
+
+    def __init__(self, root: str, dataset: str) -> None:
+        self.root = root
+        self.dataset = dataset
+        self.fs, base = fsspec.core.url_to_fs(root)
+        self._base = posixpath.join(base.rstrip("/") or "/", dataset)
+
+    def _stage_dir(self, stage: str) -> str:
+        return posixpath.join(self._base, stage)
+
+    def path(self, stage: str, version: str) -> str:
+        """The filesystem path (within `self.fs`) of an artifact folder."""
+        return posixpath.join(self._stage_dir(stage), version)
+
+    def ref(self, stage: str, version: str) -> ArtifactRef:
+        return ArtifactRef(self.root, self.dataset, stage, version)
+
+    def exists(self, stage: str, version: str) -> bool:
+        return self.fs.exists(posixpath.join(self.path(stage, version), MANIFEST))
+
+    def versions(self, stage: str) -> list[str]:
+        """Complete versions of a stage, oldest first."""
+        stage_dir = self._stage_dir(stage)
+        if not self.fs.exists(stage_dir):
+            return []
+        found = []
+        for entry in self.fs.ls(stage_dir, detail=False):
+            name = posixpath.basename(entry.rstrip("/"))
+            if not name.startswith(".") and self.exists(stage, name):
+                found.append((self.manifest(stage, name).created_at, name))
+        return [name for _, name in sorted(found)]
+
+    def manifest(self, stage: str, version: str) -> Manifest:
+        path = posixpath.join(self.path(stage, version), MANIFEST)
+        try:
+            with self.fs.open(path, "r") as handle:
+                return Manifest.model_validate_json(handle.read())
+        except FileNotFoundError as exc:
+            raise ArtifactError(
+                f"{path}: no such artifact ({stage} version {version}); "
+                f"run `neggen run --until {stage}` to build it"
+            ) from exc
+
+    def verify(self, stage: str, version: str) -> list[str]:
+        """Problems with an artifact's files (missing, wrong size); empty when it is sound."""
+        manifest = self.manifest(stage, version)
+        base = self.path(stage, version)
+        problems = []
+        entries = [f for t in manifest.tables.values() for f in t.files] + manifest.files
+        for entry in entries:
+            path = posixpath.join(base, entry.path)
+            if not self.fs.exists(path):
+                problems.append(f"{path}: missing")
+            elif self.fs.size(path) != entry.bytes:
+                problems.append(f"{path}: {self.fs.size(path)} bytes, manifest says {entry.bytes}")
+        return problems
+
+    def read_table(
+        self, ref: ArtifactRef, table: str, schema: pa.Schema, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Read one table of an artifact, checked against its schema of record."""
+        manifest = self.manifest(ref.stage, ref.version)
+        if table not in manifest.tables:
+            raise ArtifactError(
+                f"{ref.uri}: artifact has no table {table!r} (it has {', '.join(manifest.tables)})"
+            )
+        base = self.path(ref.stage, ref.version)
+        pieces = []
+        for entry in manifest.tables[table].files:
+            path = posixpath.join(base, entry.path)
+            piece = pq.read_table(path, filesystem=self.fs)
+            piece = conform(
+                piece, schema, f"{self.root}/{self.dataset}/{ref.stage}/{ref.version}/{entry.path}"
+            )
+            pieces.append(piece.select(columns) if columns else piece)
+        if not pieces:
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        return pa.concat_tables(pieces)
+
+    def read_frame(
+        self, ref: ArtifactRef, table: str, schema: pa.Schema, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        frame = pl.from_arrow(self.read_table(ref, table, schema, columns))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def read_json(self, ref: ArtifactRef, name: str) -> Any:
+        with self.fs.open(posixpath.join(self.path(ref.stage, ref.version), name), "r") as handle:
+            return json.load(handle)
+
+    def writer(
+        self,
+        stage: str,
+        version: str,
+        *,
+        schemas: Mapping[str, pa.Schema],
+        schema_version: int,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, str],
+        resume: bool = False,
+    ) -> ArtifactWriter:
+        """A writer for a new artifact; `resume=True` keeps part files of an earlier attempt."""
+        return ArtifactWriter(
+            self, stage, version, schemas, schema_version, config, upstream, resume
+        )
+
+
+class ArtifactWriter:
+    """Builds one artifact in a staging folder; `commit()` publishes it atomically."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        stage: str,
+        version: str,
+        schemas: Mapping[str, pa.Schema],
+        schema_version: int,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, str],
+        resume: bool,
+    ) -> None:
+        self.store = store
+        self.fs = store.fs
+        self.stage = stage
+        self.version = version
+        self.schemas = dict(schemas)
+        self.schema_version = schema_version
+        self.config = dict(config)
+        self.upstream = dict(upstream)
+        self.staging = posixpath.join(store._stage_dir(stage), f".staging-{version}")
+        self._started = time.perf_counter()
+        if store.exists(stage, version):
+            raise ArtifactError(f"{store.path(stage, version)}: artifact already exists")
+        if not resume and self.fs.exists(self.staging):
+            self.fs.rm(self.staging, recursive=True)
+        self.fs.makedirs(self.staging, exist_ok=True)
+
+    def _part_path(self, table: str, part: int) -> str:
+        return posixpath.join(self.staging, table, f"part-{part:05d}.parquet")
+
+    def has_part(self, table: str, part: int) -> bool:
+        return self.fs.exists(self._part_path(table, part))
+
+    def write_table(self, table: str, data: pa.Table | pl.DataFrame, part: int = 0) -> None:
+        """Write one part of a table, checked against its schema, atomically."""
+        if table not in self.schemas:
+            raise ArtifactError(
+                f"stage {self.stage!r} declares no table {table!r} "
+                f"(declared: {', '.join(self.schemas)})"
+            )
+        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+        arrow = conform(arrow, self.schemas[table], f"{self.stage}/{table} part {part}")
+        final = self._part_path(table, part)
+        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        pq.write_table(arrow, tmp, filesystem=self.fs, compression="zstd")
+        self.fs.mv(tmp, final)
+
+    def write_json(self, name: str, payload: Any) -> None:
+        """Write a JSON side file (a report) into the artifact."""
+        final = posixpath.join(self.staging, name)
+        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        self.fs.mv(tmp, final)
+
+    def _entry(self, path: str) -> FileEntry:
+        return FileEntry(
+            path=posixpath.relpath(path, self.staging),
+            bytes=self.fs.size(path),
+            sha256=_sha256(self.fs, path),
+        )
+
+    def commit(self, info: Mapping[str, Any] | None = None) -> ArtifactRef:
+        """Move the staging folder into place, then write the manifest: the artifact exists."""
+        tables: dict[str, TableEntry] = {}
+        for table, schema in self.schemas.items():
+            folder = posixpath.join(self.staging, table)
+            parts = sorted(self.fs.glob(posixpath.join(folder, "part-*.parquet")))
+            if not parts:
+                raise ArtifactError(f"{self.stage}: table {table!r} was never written")
+            rows = sum(pq.read_metadata(p, filesystem=self.fs).num_rows for p in parts)
+            tables[table] = TableEntry(
+                rows=rows,
+                schema_fingerprint=schema_fingerprint(schema),
+                files=[self._entry(p) for p in parts],
+            )
+        side_files = [
+            self._entry(p) for p in sorted(self.fs.glob(posixpath.join(self.staging, "*.json")))
+        ]
+        for stray in self.fs.glob(posixpath.join(self.staging, "**", "*.tmp")):
+            self.fs.rm(stray)
+        manifest = Manifest(
+            dataset=self.store.dataset,
+            stage=self.stage,
+            version=self.version,
+            schema_version=self.schema_version,
+            upstream=self.upstream,
+            config=self.config,
+            code_version=__version__,
+            created_at=datetime.now(UTC).isoformat(),
+            seconds=round(time.perf_counter() - self._started, 3),
+            tables=tables,
+            files=side_files,
+            info=dict(info or {}),
+        )
+        final = self.store.path(self.stage, self.version)
+        if self.fs.exists(final):
+            self.fs.rm(final, recursive=True)
+        self.fs.mv(self.staging, final, recursive=True)
+        manifest_path = posixpath.join(final, MANIFEST)
+        tmp = f"{manifest_path}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "w") as handle:
+            handle.write(manifest.model_dump_json(indent=2))
+        self.fs.mv(tmp, manifest_path)
+        return self.store.ref(self.stage, self.version)

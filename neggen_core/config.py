@@ -1,0 +1,209 @@
+"""Typed configuration: pydantic models loaded from YAML, plus `section.key=value` overrides.
+
+The defaults are the demo configuration (`configs/demo.yaml` spells them out). Relative input
+paths in a config file are resolved against that file's folder; `artifacts.root` and paths given
+on the command line are resolved against the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neggen_core.errors import ConfigError
+
+DatasetFormat = Literal["amazon2014", "amazon2018", "amazon2023", "mmrec", "index_json"]
+DemoScale = Literal["small", "baby"]
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArtifactsConfig(StrictModel):
+    root: str = Field(
+        "./artifacts",
+        description="Folder or fsspec URI (memory://, s3://, gs://) that holds every artifact.",
+    )
+
+
+class DemoConfig(StrictModel):
+    scale: DemoScale = Field(
+        "small", description="small: hundreds of users; baby: Amazon Baby size."
+    )
+    seed: int = Field(7, description="Seed of the synthetic catalogue and its users.")
+
+
+class DatasetConfig(StrictModel):
+    name: str = Field(
+        "demo-small",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Folder name of this dataset under the artifact root.",
+    )
+    format: DatasetFormat = Field("amazon2014", description="Input format of the source files.")
+    interactions: str | None = Field(
+        None, description="Reviews / interactions file (gzip or plain); unset for the demo."
+    )
+    items: str | None = Field(
+        None, description="Item metadata / text file (gzip or plain), optional for mmrec."
+    )
+    demo: DemoConfig | None = Field(
+        None, description="Generate the synthetic demo catalogue instead of reading files."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if (self.demo is None) == (self.interactions is None):
+            raise ValueError(
+                "set exactly one of dataset.interactions (a source file) or dataset.demo "
+                "(the generated demo catalogue)"
+            )
+        if self.demo is not None and self.format != "amazon2014":
+            raise ValueError("the demo catalogue is written in the amazon2014 format")
+        if self.interactions is not None and self.format != "mmrec" and self.items is None:
+            raise ValueError(f"format {self.format!r} needs dataset.items (the metadata file)")
+        return self
+
+
+def _demo_dataset() -> DatasetConfig:
+    return DatasetConfig(demo=DemoConfig())
+
+
+class IngestConfig(StrictModel):
+    k_core: int = Field(
+        5, ge=0, description="Iterative k-core: users and items keep at least k interactions."
+    )
+
+
+class NeggenConfig(StrictModel):
+    """The whole pipeline's configuration."""
+
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    dataset: DatasetConfig = Field(default_factory=_demo_dataset)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve(path: str, base: Path) -> str:
+    if _is_uri(path) or Path(path).is_absolute():
+        return path
+    return str((base / path).resolve())
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `section.key=value` into its key path and YAML-parsed value."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. ingest.k_core=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    node: Any = data
+    model: type[BaseModel] | None = NeggenConfig
+    for depth, part in enumerate(path):
+        fields = model.model_fields if model is not None else {}
+        if model is not None and part not in fields:
+            where = ".".join(path[:depth]) or "the top level"
+            raise ConfigError(
+                f"--set {item}: unknown key {part!r} in {where} (known: {', '.join(fields)})"
+            )
+        annotation = fields[part].annotation if model is not None else None
+        model = _submodel(annotation)
+        if depth == len(path) - 1:
+            node[part] = value
+            return
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else dict(child)
+            node[part] = child
+        node = child
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    candidates = getattr(annotation, "__args__", (annotation,))
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key; remove it or check its spelling")
+        else:
+            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> NeggenConfig:
+    """Load a YAML config (or the embedded demo defaults when `path` is None) plus overrides."""
+    data: dict[str, Any] = NeggenConfig().model_dump(mode="json")
+    source = "the default config"
+    base = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read the config file ({exc.strerror})") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+        data = copy.deepcopy(loaded)
+        _resolve_dataset_paths(data, file.parent.resolve())
+
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(data, keys, value, item)
+        is_input = keys[0] == "dataset" and len(keys) == 2 and keys[1] in ("interactions", "items")
+        if is_input and isinstance(value, str):
+            data["dataset"][keys[1]] = _resolve(value, base)
+    if overrides:
+        source = f"{source} with --set {' '.join(overrides)}"
+
+    if isinstance(data.get("artifacts"), dict) and isinstance(data["artifacts"].get("root"), str):
+        data["artifacts"]["root"] = _resolve(data["artifacts"]["root"], base)
+    try:
+        config = NeggenConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from exc
+    if not _is_uri(config.artifacts.root) and not Path(config.artifacts.root).is_absolute():
+        config = config.model_copy(
+            update={"artifacts": ArtifactsConfig(root=_resolve(config.artifacts.root, base))}
+        )
+    return config
+
+
+def _resolve_dataset_paths(data: dict[str, Any], base: Path) -> None:
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict):
+        return
+    for key in ("interactions", "items"):
+        value = dataset.get(key)
+        if isinstance(value, str):
+            dataset[key] = _resolve(value, base)

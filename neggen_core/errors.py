@@ -1,0 +1,22 @@
+"""Every error NegGen raises on purpose. Messages name the file, the field, what was expected
+and how to fix it."""
+
+
+class NeggenError(Exception):
+    """Base class of NegGen's own errors."""
+
+
+class ConfigError(NeggenError):
+    """A config file or override is invalid."""
+
+
+class SchemaError(NeggenError):
+    """A table does not match the schema of record for its artifact."""
+
+
+class ArtifactError(NeggenError):
+    """An artifact is missing, incomplete or inconsistent."""
+
+
+class InputFormatError(NeggenError):
+    """An input file cannot be read at all (malformed records are quarantined instead)."""

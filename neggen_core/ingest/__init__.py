@@ -1,0 +1,1 @@
+"""Ingest: Amazon-style raw files into `users`, `items` and `interactions` Parquet tables."""

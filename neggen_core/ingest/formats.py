@@ -1,0 +1,473 @@
+"""Readers of the supported input formats into two common raw frames.
+
+Every reader returns a `RawSource`: `reviews` (user_id, item_id, rating, timestamp, split as
+raw strings, plus source file and line) and `items` (item_id, title, description, brand,
+categories, price as a raw string, image_uri, plus source file and line). Numbers are parsed, and
+bad ones quarantined, by the ingest pipeline, the same way for every format.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from neggen_core.errors import InputFormatError
+from neggen_core.ingest.records import (
+    DROPPED,
+    LINE,
+    FileStats,
+    Kind,
+    Quarantine,
+    iter_line_blocks,
+    open_bytes,
+    read_records,
+    sanitise,
+)
+
+SOURCE = "_file"
+
+REVIEW_COLUMNS = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "rating": pl.String(),
+    "timestamp": pl.String(),
+    "split": pl.String(),
+    SOURCE: pl.String(),
+    LINE: pl.Int64(),
+}
+ITEM_COLUMNS = {
+    "item_id": pl.String(),
+    "title": pl.String(),
+    "description": pl.String(),
+    "brand": pl.String(),
+    "categories": pl.List(pl.String()),
+    "price": pl.String(),
+    "image_uri": pl.String(),
+    SOURCE: pl.String(),
+    LINE: pl.Int64(),
+}
+
+
+@dataclass
+class RawSource:
+    """Reviews and item metadata as read, before any cleaning."""
+
+    reviews: pl.DataFrame
+    items: pl.DataFrame | None
+    files: list[FileStats] = field(default_factory=list)
+    timestamp_divisor: int = 1
+
+
+def _finish(frame: pl.DataFrame, columns: dict[str, pl.DataType], path: str) -> pl.DataFrame:
+    frame = frame.with_columns(pl.lit(path, dtype=pl.String()).alias(SOURCE))
+    missing = [pl.lit(None, dtype=t).alias(n) for n, t in columns.items() if n not in frame.columns]
+    return frame.with_columns(missing).select(list(columns)).cast(columns)
+
+
+def _resolve_images(items: pl.DataFrame, items_path: str) -> pl.DataFrame:
+    """Make relative image paths absolute against the metadata file's folder."""
+    base = posixpath.dirname(items_path)
+    uri = pl.col("image_uri")
+    relative = (
+        uri.is_not_null() & ~uri.str.contains("://", literal=True) & ~uri.str.starts_with("/")
+    )
+    return items.with_columns(
+        pl.when(relative).then(pl.lit(base + "/") + uri).otherwise(uri).alias("image_uri")
+    )
+
+
+def _first_image(*candidates: pl.Expr) -> pl.Expr:
+    return pl.coalesce([c.list.first() for c in candidates])
+
+
+# -- Amazon 2014 / 2018 -----------------------------------------------------------------------
+
+_REVIEWS_2014: dict[str, Kind] = {
+    "reviewerID": "str",
+    "asin": "str",
+    "overall": "scalar",
+    "unixReviewTime": "scalar",
+}
+
+
+def _read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    frame, stats = read_records(path, _REVIEWS_2014, quarantine, what="Amazon review JSON lines")
+    frame = frame.rename(
+        {
+            "reviewerID": "user_id",
+            "asin": "item_id",
+            "overall": "rating",
+            "unixReviewTime": "timestamp",
+        }
+    )
+    return _finish(frame, REVIEW_COLUMNS, path), stats
+
+
+def read_amazon2014(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
+    """Amazon 2014: JSON review lines; metadata lines are Python literals (single quotes)."""
+    reviews, review_stats = _read_reviews_2014(interactions, quarantine)
+    kinds: dict[str, Kind] = {
+        "asin": "str",
+        "title": "str",
+        "description": "str",
+        "brand": "str",
+        "categories": "str_list_list",
+        "price": "scalar",
+        "imUrl": "str",
+    }
+    meta, meta_stats = read_records(
+        items, kinds, quarantine, parser="python", what="Amazon 2014 metadata (Python literals)"
+    )
+    meta = meta.with_columns(
+        pl.col("categories").list.eval(pl.element().explode()).list.unique(maintain_order=True)
+    ).rename({"asin": "item_id", "imUrl": "image_uri"})
+    meta = _resolve_images(_finish(meta, ITEM_COLUMNS, items), items)
+    return RawSource(reviews, meta, [review_stats, meta_stats])
+
+
+def read_amazon2018(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
+    """Amazon 2018: JSON review lines and JSON metadata lines (lists for text and images)."""
+    reviews, review_stats = _read_reviews_2014(interactions, quarantine)
+    kinds: dict[str, Kind] = {
+        "asin": "str",
+        "title": "str",
+        "description": "str_list",
+        "feature": "str_list",
+        "brand": "str",
+        "category": "str_list",
+        "price": "scalar",
+        "imageURL": "str_list",
+        "imageURLHighRes": "str_list",
+    }
+    meta, meta_stats = read_records(
+        items, kinds, quarantine, what="Amazon 2018 metadata JSON lines"
+    )
+    empty = pl.lit([], dtype=pl.List(pl.String()))
+    meta = meta.select(
+        pl.col("asin").alias("item_id"),
+        "title",
+        pl.concat_list(pl.col("description").fill_null(empty), pl.col("feature").fill_null(empty))
+        .list.join("\n")
+        .alias("description"),
+        "brand",
+        pl.col("category").alias("categories"),
+        "price",
+        _first_image(pl.col("imageURLHighRes"), pl.col("imageURL")).alias("image_uri"),
+        LINE,
+    )
+    meta = _resolve_images(_finish(meta, ITEM_COLUMNS, items), items)
+    return RawSource(reviews, meta, [review_stats, meta_stats])
+
+
+# -- Amazon Reviews 2023 ----------------------------------------------------------------------
+
+
+def read_amazon2023(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
+    """Amazon Reviews 2023 JSONL: items keyed by parent_asin, timestamps in milliseconds."""
+    review_kinds: dict[str, Kind] = {
+        "user_id": "str",
+        "parent_asin": "str",
+        "asin": "str",
+        "rating": "scalar",
+        "timestamp": "scalar",
+    }
+    reviews, review_stats = read_records(
+        interactions, review_kinds, quarantine, what="Amazon 2023 review JSON lines"
+    )
+    reviews = reviews.with_columns(pl.coalesce("parent_asin", "asin").alias("item_id")).drop(
+        "parent_asin", "asin"
+    )
+    item_kinds: dict[str, Kind] = {
+        "parent_asin": "str",
+        "title": "str",
+        "description": "str_list",
+        "features": "str_list",
+        "categories": "str_list",
+        "main_category": "str",
+        "store": "str",
+        "price": "scalar",
+        "images": "images",
+    }
+    meta, meta_stats = read_records(
+        items, item_kinds, quarantine, what="Amazon 2023 metadata JSON lines"
+    )
+    empty = pl.lit([], dtype=pl.List(pl.String()))
+    images = pl.col("images")
+    meta = meta.select(
+        pl.col("parent_asin").alias("item_id"),
+        "title",
+        pl.concat_list(pl.col("description").fill_null(empty), pl.col("features").fill_null(empty))
+        .list.join("\n")
+        .alias("description"),
+        pl.col("store").alias("brand"),
+        pl.when(pl.col("categories").list.len() > 0)
+        .then(pl.col("categories"))
+        .otherwise(pl.concat_list(pl.col("main_category")).list.drop_nulls())
+        .alias("categories"),
+        pl.col("price").replace({"None": None}),
+        pl.coalesce(
+            images.list.first().struct.field("hi_res"),
+            images.list.first().struct.field("large"),
+            images.list.first().struct.field("thumb"),
+        ).alias("image_uri"),
+        LINE,
+    )
+    return RawSource(
+        _finish(reviews, REVIEW_COLUMNS, interactions),
+        _resolve_images(_finish(meta, ITEM_COLUMNS, items), items),
+        [review_stats, meta_stats],
+        timestamp_divisor=1000,
+    )
+
+
+# -- MMRec .inter TSV -------------------------------------------------------------------------
+
+_MMREC_SPLITS = {"0": "train", "1": "valid", "2": "test"}
+
+
+def _decode_lines(
+    lines: list[bytes], first_numbers: list[int], path: str, quarantine: Quarantine
+) -> tuple[list[str], list[int]]:
+    try:
+        return b"\n".join(lines).decode("utf-8").split("\n"), first_numbers
+    except UnicodeDecodeError:
+        texts, numbers = [], []
+        for number, line in zip(first_numbers, lines, strict=True):
+            try:
+                texts.append(line.decode("utf-8"))
+                numbers.append(number)
+            except UnicodeDecodeError as exc:
+                preview = line[:500].decode("utf-8", errors="replace")
+                quarantine.add(path, number, preview, f"not UTF-8 text ({exc})", DROPPED)
+        return texts, numbers
+
+
+def read_tsv(
+    path: str, quarantine: Quarantine, required: tuple[str, ...]
+) -> tuple[pl.DataFrame, FileStats]:
+    """A tab-separated file with a header line (RecBole `name:type` headers allowed)."""
+    stats = FileStats(path=path)
+    header: list[str] | None = None
+    pieces: list[pl.DataFrame] = []
+    for first, block in iter_line_blocks(path):
+        stats.lines += len(block)
+        kept = [(first + i, ln.rstrip(b"\r")) for i, ln in enumerate(block) if ln.strip()]
+        stats.blank += len(block) - len(kept)
+        if header is None and kept:
+            header_line = kept.pop(0)[1].decode("utf-8", errors="replace")
+            header = [name.split(":")[0].strip() for name in header_line.split("\t")]
+            absent = [name for name in required if name not in header]
+            if absent:
+                raise InputFormatError(
+                    f"{path}: header line has no column {', '.join(map(repr, absent))} "
+                    f"(found {header}); expected a tab-separated header with {', '.join(required)}"
+                )
+        if not kept:
+            continue
+        texts, numbers = _decode_lines(
+            [ln for _, ln in kept], [n for n, _ in kept], path, quarantine
+        )
+        assert header is not None
+        frame = pl.DataFrame(
+            {"text": texts, LINE: numbers}, schema={"text": pl.String(), LINE: pl.Int64()}
+        )
+        fields = pl.col("text").str.split("\t")
+        frame = frame.with_columns(fields.alias("fields"))
+        bad = frame.filter(pl.col("fields").list.len() != len(header))
+        quarantine.extend(
+            bad.select(
+                pl.lit(path).alias("source_file"),
+                pl.col(LINE).alias("line"),
+                pl.col("text").str.slice(0, 500).alias("record"),
+                pl.format(
+                    "expected {} tab-separated fields, got {}",
+                    pl.lit(len(header)),
+                    pl.col("fields").list.len(),
+                ).alias("reason"),
+                pl.lit(DROPPED).alias("action"),
+            )
+        )
+        good = frame.filter(pl.col("fields").list.len() == len(header))
+        pieces.append(
+            good.select(
+                *[
+                    pl.col("fields").list.get(i).str.strip_chars().alias(name)
+                    for i, name in enumerate(header)
+                ],
+                LINE,
+            )
+        )
+    if header is None:
+        raise InputFormatError(f"{path}: the file is empty; expected a tab-separated header line")
+    frame = (
+        pl.concat(pieces)
+        if pieces
+        else pl.DataFrame(schema={**dict.fromkeys(header, pl.String()), LINE: pl.Int64()})
+    )
+    stats.records = frame.height
+    stats.dropped = stats.lines - stats.blank - 1 - stats.records
+    return frame, stats
+
+
+def read_mmrec(interactions: str, items: str | None, quarantine: Quarantine) -> RawSource:
+    """MMRec `<name>.inter` (userID, itemID, rating, timestamp, x_label 0/1/2 = its split),
+    with an optional tab-separated item text file keyed by itemID."""
+    inter, inter_stats = read_tsv(interactions, quarantine, ("userID", "itemID"))
+    has_split = "x_label" in inter.columns
+    if has_split:
+        label = pl.col("x_label")
+        bad = inter.filter(~label.is_in(list(_MMREC_SPLITS)) | label.is_null())
+        quarantine.extend(
+            bad.select(
+                pl.lit(interactions).alias("source_file"),
+                pl.col(LINE).alias("line"),
+                pl.concat_str(pl.all().exclude(LINE).fill_null(""), separator="\t").alias("record"),
+                pl.format(
+                    "x_label {} is not 0 (train), 1 (valid) or 2 (test)", label.fill_null("<empty>")
+                ).alias("reason"),
+                pl.lit(DROPPED).alias("action"),
+            )
+        )
+        inter = inter.filter(label.is_in(list(_MMREC_SPLITS))).with_columns(
+            label.replace_strict(_MMREC_SPLITS).alias("split")
+        )
+    reviews = inter.rename({"userID": "user_id", "itemID": "item_id"})
+    files = [inter_stats]
+    meta = None
+    if items is not None:
+        text, text_stats = read_tsv(items, quarantine, ("itemID",))
+        files.append(text_stats)
+        renames = {"itemID": "item_id", "imUrl": "image_uri"}
+        text = text.rename({k: v for k, v in renames.items() if k in text.columns})
+        if "categories" in text.columns:
+            text = text.with_columns(pl.col("categories").str.split(", "))
+        known = [c for c in ITEM_COLUMNS if c in text.columns]
+        meta = _resolve_images(_finish(text.select(known), ITEM_COLUMNS, items), items)
+    return RawSource(_finish(reviews, REVIEW_COLUMNS, interactions), meta, files)
+
+
+# -- Index-keyed JSON (one document per file) ------------------------------------------------
+
+
+def _load_document(path: str) -> Any:
+    try:
+        with open_bytes(path) as handle:
+            return json.loads(handle.read())
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(
+            f"{path}: not a valid JSON document (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}); index_json expects one JSON object per file"
+        ) from exc
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputFormatError(
+            f"{path}: unreadable ({exc}); the file is corrupt or truncated"
+        ) from exc
+
+
+def _entry(key: str, value: Any) -> str:
+    return json.dumps({key: value})[:500]
+
+
+def read_index_json(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
+    """`<name>.inter.json` {user: [item index, ...]} in time order, and `<name>.item.json`
+    {item index: {title, description, brand, categories "A, B, C"}}."""
+    users = _load_document(interactions)
+    if not isinstance(users, dict):
+        raise InputFormatError(
+            f"{interactions}: expected an object of user -> list of item indices"
+        )
+    try:
+        frame = pl.DataFrame(
+            {"user_id": list(users.keys()), "items": list(users.values())},
+            schema={"user_id": pl.String(), "items": pl.List(pl.Int64())},
+            strict=True,
+        )
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        frame = _sanitise_user_lists(users, interactions, quarantine)
+    reviews = (
+        frame.explode("items", keep_nulls=False)
+        .select("user_id", pl.col("items").cast(pl.String()).alias("item_id"))
+        .with_columns(pl.lit(None, dtype=pl.Int64()).alias(LINE))
+    )
+    inter_stats = FileStats(path=interactions, lines=len(users), records=reviews.height)
+
+    meta_doc = _load_document(items)
+    if not isinstance(meta_doc, dict):
+        raise InputFormatError(f"{items}: expected an object of item index -> item text")
+    kinds: dict[str, Kind] = {
+        "title": "str",
+        "description": "str",
+        "brand": "str",
+        "categories": "str_list",
+        "price": "scalar",
+        "image_uri": "str",
+    }
+    rows = []
+    for key, value in meta_doc.items():
+        if isinstance(value, dict) and isinstance(value.get("categories"), str):
+            value = {
+                **value,
+                "categories": [c.strip() for c in value["categories"].split(", ") if c.strip()],
+            }
+        row = sanitise(value, kinds, items, None, _entry(key, value), quarantine)
+        if row is not None:
+            rows.append({"item_id": key, **row})
+    schema = {"item_id": pl.String(), **{k: v for k, v in ITEM_COLUMNS.items() if k in kinds}}
+    meta = pl.DataFrame(rows, schema=schema, orient="row")
+    meta_stats = FileStats(
+        path=items, lines=len(meta_doc), records=meta.height, dropped=len(meta_doc) - meta.height
+    )
+    return RawSource(
+        _finish(reviews, REVIEW_COLUMNS, interactions),
+        _resolve_images(_finish(meta, ITEM_COLUMNS, items), items),
+        [inter_stats, meta_stats],
+    )
+
+
+def _sanitise_user_lists(users: dict[str, Any], path: str, quarantine: Quarantine) -> pl.DataFrame:
+    """The slow path, taken only when some user's list is malformed."""
+    keys, lists = [], []
+    for user, value in users.items():
+        if not isinstance(value, list):
+            quarantine.add(
+                path,
+                None,
+                _entry(user, value),
+                f"user {user!r}: expected a list of item indices, got {type(value).__name__}",
+                DROPPED,
+            )
+            continue
+        good = []
+        for position, item in enumerate(value):
+            if isinstance(item, int) and not isinstance(item, bool):
+                good.append(item)
+            else:
+                quarantine.add(
+                    path,
+                    None,
+                    _entry(user, value),
+                    f"user {user!r}, position {position}: item index {item!r} is not an integer",
+                    DROPPED,
+                )
+        keys.append(user)
+        lists.append(good)
+    return pl.DataFrame(
+        {"user_id": keys, "items": lists},
+        schema={"user_id": pl.String(), "items": pl.List(pl.Int64())},
+    )
+
+
+Reader = Callable[[str, str, Quarantine], RawSource]
+
+READERS: dict[str, Reader] = {
+    "amazon2014": read_amazon2014,
+    "amazon2018": read_amazon2018,
+    "amazon2023": read_amazon2023,
+    "mmrec": read_mmrec,  # type: ignore[dict-item]
+    "index_json": read_index_json,
+}

@@ -1,0 +1,106 @@
+"""The ingest stage: where its inputs come from, what its version depends on, how it builds."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+
+from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, QUARANTINE, USERS
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, uri_of
+from neggen_core.config import NeggenConfig
+from neggen_core.demo.generator import GENERATOR_VERSION, META_FILE, REVIEWS_FILE, generate_demo
+from neggen_core.errors import InputFormatError
+from neggen_core.ingest.formats import READERS
+from neggen_core.ingest.pipeline import build_tables
+from neggen_core.ingest.records import Quarantine
+
+SCHEMA_VERSION = 1
+TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
+REPORT = "report.json"
+
+
+def _fingerprint(path: str) -> str:
+    """sha256 of a file's bytes, so that a version follows the data, not its location."""
+    digest = hashlib.sha256()
+    try:
+        with fsspec.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    except FileNotFoundError as exc:
+        raise InputFormatError(
+            f"{path}: no such file; check dataset.interactions / dataset.items in the config"
+        ) from exc
+    return digest.hexdigest()
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    """What the ingest version depends on: the format, the data and the ingest settings."""
+    dataset = config.dataset
+    source: dict[str, Any]
+    if dataset.demo is not None:
+        source = {"demo": dataset.demo.model_dump(), "generator_version": GENERATOR_VERSION}
+    else:
+        files = {"interactions": dataset.interactions, "items": dataset.items}
+        source = {key: _fingerprint(path) for key, path in files.items() if path is not None}
+    return {"format": dataset.format, "source": source, "ingest": config.ingest.model_dump()}
+
+
+def demo_source(
+    store: ArtifactStore, config: NeggenConfig, progress: bool = True
+) -> tuple[str, str]:
+    """The demo catalogue's files under the artifact root, generated atomically when absent."""
+    demo = config.dataset.demo
+    assert demo is not None
+    name = f"{demo.scale}-seed{demo.seed}-v{GENERATOR_VERSION}"
+    folder = store.path("source", name)
+    done = posixpath.join(folder, "COMPLETE")
+    if not store.fs.exists(done):
+        staging = posixpath.join(posixpath.dirname(folder), f".staging-{name}")
+        if store.fs.exists(staging):
+            store.fs.rm(staging, recursive=True)
+        generate_demo(uri_of(store.fs, staging), demo.scale, demo.seed, progress=progress)
+        if store.fs.exists(folder):
+            store.fs.rm(folder, recursive=True)
+        store.fs.mv(staging, folder, recursive=True)
+        store.fs.touch(done)
+    return (
+        uri_of(store.fs, posixpath.join(folder, REVIEWS_FILE)),
+        uri_of(store.fs, posixpath.join(folder, META_FILE)),
+    )
+
+
+def build(
+    config: NeggenConfig,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    writer: ArtifactWriter,
+) -> dict[str, Any]:
+    """Read the source, build the tables, write them and the report; returns manifest info."""
+    dataset = config.dataset
+    if dataset.demo is not None:
+        interactions, items = demo_source(store, config)
+    else:
+        assert dataset.interactions is not None
+        interactions, items = dataset.interactions, dataset.items
+    quarantine = Quarantine()
+    raw = READERS[dataset.format](interactions, items, quarantine)  # type: ignore[arg-type]
+    result = build_tables(raw, config.ingest.k_core, quarantine)
+    writer.write_table("users", result.users)
+    writer.write_table("items", result.items)
+    writer.write_table("interactions", result.interactions)
+    writer.write_table("quarantine", result.quarantine)
+    result.report["sources"] = {"interactions": interactions, "items": items}
+    writer.write_json(REPORT, result.report)
+    return {
+        "format": dataset.format,
+        "sources": result.report["sources"],
+        "users": result.report["users"],
+        "items": result.report["items"],
+        "interactions": result.report["interactions"],
+        "split": result.report["split"],
+        "quarantined": result.report["quarantine"]["total"],
+    }

@@ -1,0 +1,139 @@
+"""The pipeline's stages, their versions, and running one with skip-if-built.
+
+A stage is a pure build function plus what its version depends on. `run_stage` computes the
+version, skips the stage when that artifact exists, and otherwise builds it through an
+`ArtifactWriter`, so that a crash leaves no partial artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, compute_version
+from neggen_core.config import NeggenConfig
+from neggen_core.errors import ConfigError
+from neggen_core.ingest import stage as ingest_stage
+
+log = logging.getLogger(__name__)
+
+BuildFn = Callable[
+    [NeggenConfig, ArtifactStore, Mapping[str, ArtifactRef], ArtifactWriter], dict[str, Any]
+]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: its upstream stages, tables, version inputs and build function."""
+
+    name: str
+    upstream: tuple[str, ...]
+    schema_version: int
+    tables: Mapping[str, pa.Schema]
+    version_config: Callable[[NeggenConfig], dict[str, Any]]
+    build: BuildFn
+    resumable: bool = False
+
+
+STAGES: dict[str, StageSpec] = {
+    "ingest": StageSpec(
+        name="ingest",
+        upstream=(),
+        schema_version=ingest_stage.SCHEMA_VERSION,
+        tables=ingest_stage.TABLES,
+        version_config=ingest_stage.version_config,
+        build=ingest_stage.build,
+    ),
+}
+STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    ref: ArtifactRef
+    skipped: bool
+    seconds: float
+
+
+def open_store(config: NeggenConfig) -> ArtifactStore:
+    return ArtifactStore(config.artifacts.root, config.dataset.name)
+
+
+def select_stages(from_stage: str | None = None, until_stage: str | None = None) -> tuple[str, ...]:
+    """The stages from `from_stage` to `until_stage`, inclusive, in pipeline order."""
+    for name, value in (("--from", from_stage), ("--until", until_stage)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"{name} {value!r}: unknown stage (stages: {', '.join(STAGE_ORDER)})")
+    start = STAGE_ORDER.index(from_stage) if from_stage else 0
+    stop = STAGE_ORDER.index(until_stage) + 1 if until_stage else len(STAGE_ORDER)
+    if start >= stop:
+        raise ConfigError(f"--from {from_stage} comes after --until {until_stage}")
+    return STAGE_ORDER[start:stop]
+
+
+def plan_versions(config: NeggenConfig) -> dict[str, str]:
+    """The version every stage has under this config, computed without building anything."""
+    versions: dict[str, str] = {}
+    for name in STAGE_ORDER:
+        spec = STAGES[name]
+        versions[name] = compute_version(
+            name,
+            spec.schema_version,
+            spec.version_config(config),
+            {up: versions[up] for up in spec.upstream},
+        )
+    return versions
+
+
+def run_stage(
+    config: NeggenConfig,
+    stage: str,
+    upstream: Mapping[str, ArtifactRef],
+    version: str | None = None,
+) -> StageOutcome:
+    """Build one stage unless its artifact already exists."""
+    spec = STAGES[stage]
+    store = open_store(config)
+    section = spec.version_config(config)
+    upstream_versions = {name: upstream[name].version for name in spec.upstream}
+    version = version or compute_version(stage, spec.schema_version, section, upstream_versions)
+    started = time.perf_counter()
+    if store.exists(stage, version):
+        return StageOutcome(store.ref(stage, version), skipped=True, seconds=0.0)
+    writer = store.writer(
+        stage,
+        version,
+        schemas=spec.tables,
+        schema_version=spec.schema_version,
+        config=section,
+        upstream=upstream_versions,
+        resume=spec.resumable,
+    )
+    info = spec.build(config, store, upstream, writer)
+    ref = writer.commit(info)
+    return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
+
+
+def status(config: NeggenConfig) -> dict[str, Any]:
+    """Each stage's artifact: version, path, whether it is complete and up to date."""
+    store = open_store(config)
+    stages: dict[str, Any] = {}
+    for name, expected in plan_versions(config).items():
+        version = expected
+        if not store.exists(name, expected):
+            built = store.versions(name)
+            version = built[-1] if built else expected
+        complete = store.exists(name, version) and not store.verify(name, version)
+        stages[name] = {
+            "version": version,
+            "path": store.ref(name, version).uri,
+            "complete": complete,
+            "up_to_date": complete and version == expected,
+            "expected_version": expected,
+        }
+    return {"dataset": config.dataset.name, "root": config.artifacts.root, "stages": stages}

@@ -1,0 +1,16 @@
+"""The ingest task."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.config import NeggenConfig
+from tasks.stage_run import run_logged
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest(config: NeggenConfig) -> ArtifactRef:
+    """Raw Amazon files -> users, items, interactions (with split), quarantine, report."""
+    return run_logged(config, "ingest", {})

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny file writers, temp artifact roots, one Prefect test harness per session."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OFFICE = REPO.parent / "shared" / "data" / "amazon-office"
+
+
+def write_lines(path: Path, lines: list[str], gz: bool = False) -> str:
+    """Write text lines to a file, gzip-compressed when `gz`."""
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return str(path)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    """An empty artifact root."""
+    return str(tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness with its home in a temp folder and analytics off."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
