@@ -1,9 +1,10 @@
 """Readers of the supported input formats into two common raw frames.
 
-Every reader returns a `RawSource`: `reviews` (user_id, item_id, rating, timestamp, split as
-raw strings, plus source file and line) and `items` (item_id, title, description, brand,
-categories, price as a raw string, image_uri, plus source file and line). Numbers are parsed, and
-bad ones quarantined, by the ingest pipeline, the same way for every format.
+Each format has a reader for its interactions file, giving `REVIEW_COLUMNS` (user_id, item_id,
+rating, timestamp, split as raw strings, plus source file and line), and one for its metadata
+file, giving `ITEM_COLUMNS` (item_id, title, description, brand, categories, price as a raw
+string, image_uri, plus source file and line). Numbers are parsed, and bad ones quarantined, by
+the ingest pipeline, the same way for every format.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -24,7 +25,7 @@ from neggen_core.ingest.records import (
     Kind,
     Quarantine,
     iter_line_blocks,
-    open_bytes,
+    read_bytes,
     read_records,
     sanitise,
 )
@@ -53,13 +54,15 @@ ITEM_COLUMNS = {
 }
 
 
-@dataclass
-class RawSource:
-    """Reviews and item metadata as read, before any cleaning."""
+FileReader = Callable[[str, "Quarantine"], tuple[pl.DataFrame, FileStats]]
 
-    reviews: pl.DataFrame
-    items: pl.DataFrame | None
-    files: list[FileStats] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class Format:
+    """How to read one input format: its interactions file and its metadata file."""
+
+    read_reviews: FileReader
+    read_items: FileReader
     timestamp_divisor: int = 1
 
 
@@ -95,7 +98,8 @@ _REVIEWS_2014: dict[str, Kind] = {
 }
 
 
-def _read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Amazon 2014 and 2018 review lines (JSON)."""
     frame, stats = read_records(path, _REVIEWS_2014, quarantine, what="Amazon review JSON lines")
     frame = frame.rename(
         {
@@ -108,9 +112,8 @@ def _read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame,
     return _finish(frame, REVIEW_COLUMNS, path), stats
 
 
-def read_amazon2014(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
-    """Amazon 2014: JSON review lines; metadata lines are Python literals (single quotes)."""
-    reviews, review_stats = _read_reviews_2014(interactions, quarantine)
+def read_meta_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Amazon 2014 metadata: Python-literal lines (single-quoted dicts)."""
     kinds: dict[str, Kind] = {
         "asin": "str",
         "title": "str",
@@ -120,19 +123,17 @@ def read_amazon2014(interactions: str, items: str, quarantine: Quarantine) -> Ra
         "price": "scalar",
         "imUrl": "str",
     }
-    meta, meta_stats = read_records(
-        items, kinds, quarantine, parser="python", what="Amazon 2014 metadata (Python literals)"
+    meta, stats = read_records(
+        path, kinds, quarantine, parser="python", what="Amazon 2014 metadata (Python literals)"
     )
     meta = meta.with_columns(
         pl.col("categories").list.eval(pl.element().explode()).list.unique(maintain_order=True)
     ).rename({"asin": "item_id", "imUrl": "image_uri"})
-    meta = _resolve_images(_finish(meta, ITEM_COLUMNS, items), items)
-    return RawSource(reviews, meta, [review_stats, meta_stats])
+    return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 
-def read_amazon2018(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
-    """Amazon 2018: JSON review lines and JSON metadata lines (lists for text and images)."""
-    reviews, review_stats = _read_reviews_2014(interactions, quarantine)
+def read_meta_2018(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Amazon 2018 metadata: JSON lines, with lists for text, categories and images."""
     kinds: dict[str, Kind] = {
         "asin": "str",
         "title": "str",
@@ -144,9 +145,7 @@ def read_amazon2018(interactions: str, items: str, quarantine: Quarantine) -> Ra
         "imageURL": "str_list",
         "imageURLHighRes": "str_list",
     }
-    meta, meta_stats = read_records(
-        items, kinds, quarantine, what="Amazon 2018 metadata JSON lines"
-    )
+    meta, stats = read_records(path, kinds, quarantine, what="Amazon 2018 metadata JSON lines")
     empty = pl.lit([], dtype=pl.List(pl.String()))
     meta = meta.select(
         pl.col("asin").alias("item_id"),
@@ -160,15 +159,14 @@ def read_amazon2018(interactions: str, items: str, quarantine: Quarantine) -> Ra
         _first_image(pl.col("imageURLHighRes"), pl.col("imageURL")).alias("image_uri"),
         LINE,
     )
-    meta = _resolve_images(_finish(meta, ITEM_COLUMNS, items), items)
-    return RawSource(reviews, meta, [review_stats, meta_stats])
+    return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 
 # -- Amazon Reviews 2023 ----------------------------------------------------------------------
 
 
-def read_amazon2023(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
-    """Amazon Reviews 2023 JSONL: items keyed by parent_asin, timestamps in milliseconds."""
+def read_reviews_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Amazon Reviews 2023 review JSONL: items keyed by parent_asin, timestamps in ms."""
     review_kinds: dict[str, Kind] = {
         "user_id": "str",
         "parent_asin": "str",
@@ -176,12 +174,17 @@ def read_amazon2023(interactions: str, items: str, quarantine: Quarantine) -> Ra
         "rating": "scalar",
         "timestamp": "scalar",
     }
-    reviews, review_stats = read_records(
-        interactions, review_kinds, quarantine, what="Amazon 2023 review JSON lines"
+    reviews, stats = read_records(
+        path, review_kinds, quarantine, what="Amazon 2023 review JSON lines"
     )
     reviews = reviews.with_columns(pl.coalesce("parent_asin", "asin").alias("item_id")).drop(
         "parent_asin", "asin"
     )
+    return _finish(reviews, REVIEW_COLUMNS, path), stats
+
+
+def read_meta_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Amazon Reviews 2023 metadata JSONL."""
     item_kinds: dict[str, Kind] = {
         "parent_asin": "str",
         "title": "str",
@@ -193,9 +196,7 @@ def read_amazon2023(interactions: str, items: str, quarantine: Quarantine) -> Ra
         "price": "scalar",
         "images": "images",
     }
-    meta, meta_stats = read_records(
-        items, item_kinds, quarantine, what="Amazon 2023 metadata JSON lines"
-    )
+    meta, stats = read_records(path, item_kinds, quarantine, what="Amazon 2023 metadata JSON lines")
     empty = pl.lit([], dtype=pl.List(pl.String()))
     images = pl.col("images")
     meta = meta.select(
@@ -217,12 +218,7 @@ def read_amazon2023(interactions: str, items: str, quarantine: Quarantine) -> Ra
         ).alias("image_uri"),
         LINE,
     )
-    return RawSource(
-        _finish(reviews, REVIEW_COLUMNS, interactions),
-        _resolve_images(_finish(meta, ITEM_COLUMNS, items), items),
-        [review_stats, meta_stats],
-        timestamp_divisor=1000,
-    )
+    return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 
 # -- MMRec .inter TSV -------------------------------------------------------------------------
@@ -254,10 +250,11 @@ def read_tsv(
     stats = FileStats(path=path)
     header: list[str] | None = None
     pieces: list[pl.DataFrame] = []
-    for first, block in iter_line_blocks(path):
-        stats.lines += len(block)
-        kept = [(first + i, ln.rstrip(b"\r")) for i, ln in enumerate(block) if ln.strip()]
-        stats.blank += len(block) - len(kept)
+    for first, block, _ in iter_line_blocks(path):
+        split = block.split(b"\n")
+        stats.lines += len(split)
+        kept = [(first + i, ln.rstrip(b"\r")) for i, ln in enumerate(split) if ln.strip()]
+        stats.blank += len(split) - len(kept)
         if header is None and kept:
             header_line = kept.pop(0)[1].decode("utf-8", errors="replace")
             header = [name.split(":")[0].strip() for name in header_line.split("\t")]
@@ -314,17 +311,15 @@ def read_tsv(
     return frame, stats
 
 
-def read_mmrec(interactions: str, items: str | None, quarantine: Quarantine) -> RawSource:
-    """MMRec `<name>.inter` (userID, itemID, rating, timestamp, x_label 0/1/2 = its split),
-    with an optional tab-separated item text file keyed by itemID."""
-    inter, inter_stats = read_tsv(interactions, quarantine, ("userID", "itemID"))
-    has_split = "x_label" in inter.columns
-    if has_split:
+def read_mmrec_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """MMRec `<name>.inter`: userID, itemID, rating, timestamp, x_label (0/1/2 = its split)."""
+    inter, stats = read_tsv(path, quarantine, ("userID", "itemID"))
+    if "x_label" in inter.columns:
         label = pl.col("x_label")
         bad = inter.filter(~label.is_in(list(_MMREC_SPLITS)) | label.is_null())
         quarantine.extend(
             bad.select(
-                pl.lit(interactions).alias("source_file"),
+                pl.lit(path).alias("source_file"),
                 pl.col(LINE).alias("line"),
                 pl.concat_str(pl.all().exclude(LINE).fill_null(""), separator="\t").alias("record"),
                 pl.format(
@@ -337,18 +332,19 @@ def read_mmrec(interactions: str, items: str | None, quarantine: Quarantine) -> 
             label.replace_strict(_MMREC_SPLITS).alias("split")
         )
     reviews = inter.rename({"userID": "user_id", "itemID": "item_id"})
-    files = [inter_stats]
-    meta = None
-    if items is not None:
-        text, text_stats = read_tsv(items, quarantine, ("itemID",))
-        files.append(text_stats)
-        renames = {"itemID": "item_id", "imUrl": "image_uri"}
-        text = text.rename({k: v for k, v in renames.items() if k in text.columns})
-        if "categories" in text.columns:
-            text = text.with_columns(pl.col("categories").str.split(", "))
-        known = [c for c in ITEM_COLUMNS if c in text.columns]
-        meta = _resolve_images(_finish(text.select(known), ITEM_COLUMNS, items), items)
-    return RawSource(_finish(reviews, REVIEW_COLUMNS, interactions), meta, files)
+    return _finish(reviews, REVIEW_COLUMNS, path), stats
+
+
+def read_mmrec_items(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """Optional item text for MMRec data: a TSV keyed by itemID with any of title,
+    description, brand, categories ("A, B"), price, image_uri (or imUrl)."""
+    text, stats = read_tsv(path, quarantine, ("itemID",))
+    renames = {"itemID": "item_id", "imUrl": "image_uri"}
+    text = text.rename({k: v for k, v in renames.items() if k in text.columns})
+    if "categories" in text.columns:
+        text = text.with_columns(pl.col("categories").str.split(", "))
+    known = [c for c in ITEM_COLUMNS if c in text.columns]
+    return _resolve_images(_finish(text.select(known), ITEM_COLUMNS, path), path), stats
 
 
 # -- Index-keyed JSON (one document per file) ------------------------------------------------
@@ -356,8 +352,7 @@ def read_mmrec(interactions: str, items: str | None, quarantine: Quarantine) -> 
 
 def _load_document(path: str) -> Any:
     try:
-        with open_bytes(path) as handle:
-            return json.loads(handle.read())
+        return json.loads(read_bytes(path))
     except json.JSONDecodeError as exc:
         raise InputFormatError(
             f"{path}: not a valid JSON document (line {exc.lineno}, column {exc.colno}: "
@@ -373,14 +368,11 @@ def _entry(key: str, value: Any) -> str:
     return json.dumps({key: value})[:500]
 
 
-def read_index_json(interactions: str, items: str, quarantine: Quarantine) -> RawSource:
-    """`<name>.inter.json` {user: [item index, ...]} in time order, and `<name>.item.json`
-    {item index: {title, description, brand, categories "A, B, C"}}."""
-    users = _load_document(interactions)
+def read_index_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """`<name>.inter.json`: {user: [item index, ...]}, each list in time order."""
+    users = _load_document(path)
     if not isinstance(users, dict):
-        raise InputFormatError(
-            f"{interactions}: expected an object of user -> list of item indices"
-        )
+        raise InputFormatError(f"{path}: expected an object of user -> list of item indices")
     try:
         frame = pl.DataFrame(
             {"user_id": list(users.keys()), "items": list(users.values())},
@@ -388,17 +380,21 @@ def read_index_json(interactions: str, items: str, quarantine: Quarantine) -> Ra
             strict=True,
         )
     except (TypeError, ValueError, pl.exceptions.PolarsError):
-        frame = _sanitise_user_lists(users, interactions, quarantine)
+        frame = _sanitise_user_lists(users, path, quarantine)
     reviews = (
         frame.explode("items", keep_nulls=False)
         .select("user_id", pl.col("items").cast(pl.String()).alias("item_id"))
         .with_columns(pl.lit(None, dtype=pl.Int64()).alias(LINE))
     )
-    inter_stats = FileStats(path=interactions, lines=len(users), records=reviews.height)
+    stats = FileStats(path=path, lines=len(users), records=reviews.height)
+    return _finish(reviews, REVIEW_COLUMNS, path), stats
 
-    meta_doc = _load_document(items)
+
+def read_index_items(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+    """`<name>.item.json`: {item index: {title, description, brand, categories "A, B, C"}}."""
+    meta_doc = _load_document(path)
     if not isinstance(meta_doc, dict):
-        raise InputFormatError(f"{items}: expected an object of item index -> item text")
+        raise InputFormatError(f"{path}: expected an object of item index -> item text")
     kinds: dict[str, Kind] = {
         "title": "str",
         "description": "str",
@@ -414,19 +410,15 @@ def read_index_json(interactions: str, items: str, quarantine: Quarantine) -> Ra
                 **value,
                 "categories": [c.strip() for c in value["categories"].split(", ") if c.strip()],
             }
-        row = sanitise(value, kinds, items, None, _entry(key, value), quarantine)
+        row = sanitise(value, kinds, path, None, _entry(key, value), quarantine.rows)
         if row is not None:
             rows.append({"item_id": key, **row})
     schema = {"item_id": pl.String(), **{k: v for k, v in ITEM_COLUMNS.items() if k in kinds}}
     meta = pl.DataFrame(rows, schema=schema, orient="row")
-    meta_stats = FileStats(
-        path=items, lines=len(meta_doc), records=meta.height, dropped=len(meta_doc) - meta.height
+    stats = FileStats(
+        path=path, lines=len(meta_doc), records=meta.height, dropped=len(meta_doc) - meta.height
     )
-    return RawSource(
-        _finish(reviews, REVIEW_COLUMNS, interactions),
-        _resolve_images(_finish(meta, ITEM_COLUMNS, items), items),
-        [inter_stats, meta_stats],
-    )
+    return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 
 def _sanitise_user_lists(users: dict[str, Any], path: str, quarantine: Quarantine) -> pl.DataFrame:
@@ -462,12 +454,10 @@ def _sanitise_user_lists(users: dict[str, Any], path: str, quarantine: Quarantin
     )
 
 
-Reader = Callable[[str, str, Quarantine], RawSource]
-
-READERS: dict[str, Reader] = {
-    "amazon2014": read_amazon2014,
-    "amazon2018": read_amazon2018,
-    "amazon2023": read_amazon2023,
-    "mmrec": read_mmrec,  # type: ignore[dict-item]
-    "index_json": read_index_json,
+FORMATS: dict[str, Format] = {
+    "amazon2014": Format(read_reviews_2014, read_meta_2014),
+    "amazon2018": Format(read_reviews_2014, read_meta_2018),
+    "amazon2023": Format(read_reviews_2023, read_meta_2023, timestamp_divisor=1000),
+    "mmrec": Format(read_mmrec_inter, read_mmrec_items),
+    "index_json": Format(read_index_inter, read_index_items),
 }

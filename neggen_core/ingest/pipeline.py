@@ -8,19 +8,27 @@ Split rule, per user in time order (source order when there are no timestamps, a
 ties): n_test = n_valid = max(1, n // 10), the rest train, the earliest interactions first.
 Users with fewer than 3 interactions cannot be split and are dropped. A source that carries its
 own split (MMRec's x_label) keeps it.
+
+Dense indices follow the ids' natural order (numeric when every id is an integer), so that
+`user_idx` of an index-keyed dataset is its own user index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from neggen_core.ingest.formats import LINE, SOURCE, RawSource
-from neggen_core.ingest.records import DROPPED, FIELD_NULLED, Quarantine
+from neggen_core.ingest.formats import FORMATS, LINE, SOURCE
+from neggen_core.ingest.records import DROPPED, FIELD_NULLED, FileStats, Quarantine
 
 ORDER = "_order"
+MIN_SPLITTABLE = 3
+SPLITS = ("train", "valid", "test")
 ITEM_TEXT: dict[str, pl.DataType] = {
     "title": pl.String(),
     "description": pl.String(),
@@ -29,8 +37,6 @@ ITEM_TEXT: dict[str, pl.DataType] = {
     "price": pl.Float64(),
     "image_uri": pl.String(),
 }
-MIN_SPLITTABLE = 3
-
 _ENTITIES = {
     "&amp;": "&",
     "&quot;": '"',
@@ -51,6 +57,16 @@ class IngestResult:
     report: dict[str, Any]
 
 
+@dataclass
+class CleanInteractions:
+    """Interactions after every filtering step, indexed and split; items not yet attached."""
+
+    interactions: pl.DataFrame
+    users: pl.DataFrame
+    item_index: pl.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+
+
 def _quarantine_rows(
     frame: pl.DataFrame, fields: list[str], reason: pl.Expr, action: str
 ) -> pl.DataFrame:
@@ -63,28 +79,55 @@ def _quarantine_rows(
     )
 
 
-def _parse_number(
+def _parse_numbers(
     frame: pl.DataFrame,
-    column: pl.Expr,
-    name: str,
-    dtype: pl.DataType,
+    columns: dict[str, pl.DataType],
     fields: list[str],
     quarantine: Quarantine,
-) -> tuple[pl.DataFrame, int]:
-    """Parse a raw string column into `dtype`; unparsable values are nulled and quarantined."""
-    raw = column.str.strip_chars()
-    present = raw.is_not_null() & (raw != "")
-    integer = raw.cast(pl.Int64, strict=False)
-    as_float = raw.cast(pl.Float64, strict=False)
-    number = pl.coalesce(integer.cast(pl.Float64), as_float)
-    bad = present & (number.is_null() | ~number.is_finite())
-    rows = frame.filter(bad)
-    reason = pl.format(f"unparsable {name} '{{}}'; record kept with {name} null", raw)
-    quarantine.extend(_quarantine_rows(rows, fields, reason, FIELD_NULLED))
-    if dtype == pl.Int64():
-        number = pl.coalesce(integer, as_float.cast(pl.Int64, strict=False))
-    value = pl.when(bad | ~present).then(None).otherwise(number)
-    return frame.with_columns(value.cast(dtype).alias(f"{name}_parsed")), rows.height
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Parse raw string columns to numbers; unparsable values are nulled and quarantined.
+
+    A plain cast parses the usual case; only when some value fails it (padding, "4.0" for an
+    integer, junk) does the full parse run, which strips, retries and flags what is left."""
+    plain = {
+        name: pl.col(name).cast(pl.Int64 if dtype == pl.Int64() else pl.Float64, strict=False)
+        for name, dtype in columns.items()
+    }
+    failed = frame.select(
+        (pl.col(name).is_not_null() & (value.is_null() | ~value.is_finite())).sum().alias(name)
+        for name, value in plain.items()
+    ).row(0, named=True)
+    if not any(failed.values()):
+        casts = [value.cast(columns[name]).alias(name) for name, value in plain.items()]
+        return frame.with_columns(casts), dict.fromkeys(columns, 0)
+
+    parsed, flags = [], []
+    for name, dtype in columns.items():
+        raw = pl.col(name).str.strip_chars()
+        present = raw.is_not_null() & (raw != "")
+        integer = raw.cast(pl.Int64, strict=False)
+        real = raw.cast(pl.Float64, strict=False)
+        number = pl.coalesce(integer.cast(pl.Float64), real)
+        bad = present & (number.is_null() | ~number.is_finite())
+        value = (
+            pl.coalesce(integer, real.cast(pl.Int64, strict=False))
+            if dtype == pl.Int64()
+            else number
+        )
+        parsed.append(pl.when(bad).then(None).otherwise(value).cast(dtype).alias(name))
+        flags.append(bad.fill_null(False).alias(f"_bad_{name}"))
+    flagged = frame.lazy().with_columns(flags).collect()
+    counts = {}
+    for name in columns:
+        rows = flagged.filter(pl.col(f"_bad_{name}"))
+        counts[name] = rows.height
+        if rows.height:
+            reason = pl.format(
+                f"unparsable {name} '{{}}'; record kept with {name} null", pl.col(name)
+            )
+            quarantine.extend(_quarantine_rows(rows, fields, reason, FIELD_NULLED))
+    parsed_frame = flagged.lazy().with_columns(parsed).drop(f"_bad_{n}" for n in columns)
+    return parsed_frame.collect(), counts
 
 
 def _drop_missing_ids(reviews: pl.DataFrame, quarantine: Quarantine) -> pl.DataFrame:
@@ -92,28 +135,28 @@ def _drop_missing_ids(reviews: pl.DataFrame, quarantine: Quarantine) -> pl.DataF
     missing_user = user.is_null() | (user == "")
     missing_item = item.is_null() | (item == "")
     bad = reviews.filter(missing_user | missing_item)
-    reason = (
-        pl.when(missing_user & missing_item)
-        .then(pl.lit("missing user id and item id"))
-        .when(missing_user)
-        .then(pl.lit("missing user id"))
-        .otherwise(pl.lit("missing item id"))
-    )
-    quarantine.extend(
-        _quarantine_rows(bad, ["user_id", "item_id", "rating", "timestamp"], reason, DROPPED)
-    )
+    if bad.height:
+        reason = (
+            pl.when(missing_user & missing_item)
+            .then(pl.lit("missing user id and item id"))
+            .when(missing_user)
+            .then(pl.lit("missing user id"))
+            .otherwise(pl.lit("missing item id"))
+        )
+        fields = ["user_id", "item_id", "rating", "timestamp"]
+        quarantine.extend(_quarantine_rows(bad, fields, reason, DROPPED))
     return reviews.filter(~(missing_user | missing_item)).with_columns(user, item)
 
 
-def k_core(interactions: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
+def k_core(
+    interactions: pl.DataFrame, k: int, user: str = "user", item: str = "item"
+) -> tuple[pl.DataFrame, int]:
     """Iteratively keep users and items with at least k interactions; returns the rounds run."""
     rounds = 0
     if k <= 1:
         return interactions, rounds
     while True:
-        kept = interactions.filter(
-            (pl.len().over("user_id") >= k) & (pl.len().over("item_id") >= k)
-        )
+        kept = interactions.filter((pl.len().over(user) >= k) & (pl.len().over(item) >= k))
         rounds += 1
         if kept.height == interactions.height:
             return kept, rounds
@@ -132,209 +175,244 @@ def dense_index(ids: pl.Series, name: str) -> pl.DataFrame:
     )
 
 
-def split_interactions(interactions: pl.DataFrame, has_timestamps: bool) -> pl.DataFrame:
-    """Per user, in time order: n_test = n_valid = max(1, n // 10), the rest train."""
-    keys = ["user_idx", "timestamp", ORDER] if has_timestamps else ["user_idx", ORDER]
-    ordered = interactions.sort(keys, nulls_last=True)
-    position = pl.int_range(pl.len()).over("user_idx")
-    n = pl.len().over("user_idx")
-    held = pl.max_horizontal(pl.lit(1), n // 10)
-    split = (
-        pl.when(position >= n - held)
-        .then(pl.lit("test"))
-        .when(position >= n - 2 * held)
-        .then(pl.lit("valid"))
-        .otherwise(pl.lit("train"))
-    )
-    return ordered.with_columns(split.alias("split"))
+def split_interactions(ordered: pl.DataFrame) -> pl.DataFrame:
+    """Per user, in time order: n_test = n_valid = max(1, n // 10), the rest train.
+
+    `ordered` is sorted by user_idx, then time (source order breaking ties)."""
+    users = ordered.get_column("user_idx").to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    position = np.arange(len(users)) - np.repeat(starts, counts)
+    n = np.repeat(counts, counts)
+    held = np.maximum(1, n // 10)
+    code = (position >= n - 2 * held).astype(np.int8) + (position >= n - held)
+    split = pl.Series("split", code).replace_strict(dict(enumerate(SPLITS)), return_dtype=pl.String)
+    return ordered.with_columns(split)
 
 
-def _clean_text(column: str) -> pl.Expr:
-    text = (
-        pl.col(column).str.replace_many(list(_ENTITIES), list(_ENTITIES.values())).str.strip_chars()
-    )
-    return pl.when(text == "").then(None).otherwise(text).alias(column)
-
-
-def _prepare_items(
-    raw: RawSource, quarantine: Quarantine
-) -> tuple[pl.DataFrame | None, dict[str, int]]:
-    """Deduplicate metadata (first record wins), parse prices, clean text."""
-    counts = {"metadata_records": 0, "duplicate_metadata": 0, "unparsable_prices": 0}
-    if raw.items is None:
-        return None, counts
-    items = raw.items.filter(
-        pl.col("item_id").is_not_null() & (pl.col("item_id").str.strip_chars() != "")
-    )
-    no_id = raw.items.height - items.height
-    quarantine.extend(
-        _quarantine_rows(
-            raw.items.filter(
-                pl.col("item_id").is_null() | (pl.col("item_id").str.strip_chars() == "")
-            ),
-            ["item_id", "title"],
-            pl.lit("metadata record without an item id"),
-            DROPPED,
-        )
-    )
-    items = items.with_columns(pl.col("item_id").str.strip_chars())
-    first = pl.int_range(pl.len()).over("item_id") == 0
-    duplicates = items.filter(~first)
-    quarantine.extend(
-        _quarantine_rows(
-            duplicates,
-            ["item_id", "title"],
-            pl.format(
-                "duplicate metadata for item {}; the first record is kept", pl.col("item_id")
-            ),
-            DROPPED,
-        )
-    )
-    items = items.filter(first)
-    price = pl.col("price").str.replace_all(r"[$,\s]", "")
-    no_price = price.str.to_lowercase().is_in(["none", "null", "nan"])
-    items, bad_prices = _parse_number(
-        items,
-        pl.when(no_price).then(None).otherwise(price),
-        "price",
-        pl.Float64(),
-        ["item_id", "price"],
-        quarantine,
-    )
-    items = items.with_columns(
-        _clean_text("title"),
-        _clean_text("description"),
-        _clean_text("brand"),
-        pl.col("categories").list.eval(pl.element().str.strip_chars()).list.drop_nulls(),
-        pl.col("price_parsed").alias("price"),
-    )
-    counts.update(
-        metadata_records=raw.items.height,
-        metadata_without_id=no_id,
-        duplicate_metadata=duplicates.height,
-        unparsable_prices=bad_prices,
-    )
-    return items, counts
-
-
-def build_tables(raw: RawSource, k: int, quarantine: Quarantine) -> IngestResult:
-    """Clean, filter, index and split a raw source into the ingest tables."""
+def clean_interactions(
+    reviews: pl.DataFrame, k: int, quarantine: Quarantine, timestamp_divisor: int = 1
+) -> CleanInteractions:
+    """Parse, filter, deduplicate, k-core, index and split the raw reviews."""
     steps: list[dict[str, Any]] = []
 
-    def step(name: str, before: pl.DataFrame, after: pl.DataFrame, **extra: Any) -> None:
+    def step(name: str, before: int, after: int, **extra: Any) -> None:
         steps.append(
-            {
-                "step": name,
-                "rows_in": before.height,
-                "rows_out": after.height,
-                "dropped": before.height - after.height,
-                **extra,
-            }
+            {"step": name, "rows_in": before, "rows_out": after, "dropped": before - after} | extra
         )
 
-    reviews = raw.reviews.with_row_index(ORDER)
     fields = ["user_id", "item_id", "rating", "timestamp"]
-    reviews, bad_ratings = _parse_number(
-        reviews, pl.col("rating"), "rating", pl.Float32(), fields, quarantine
+    parsed, bad = _parse_numbers(
+        reviews.with_row_index(ORDER),
+        {"rating": pl.Float32(), "timestamp": pl.Int64()},
+        fields,
+        quarantine,
     )
-    reviews, bad_times = _parse_number(
-        reviews, pl.col("timestamp"), "timestamp", pl.Int64(), fields, quarantine
-    )
-    reviews = reviews.with_columns(
-        pl.col("rating_parsed").alias("rating"),
-        (pl.col("timestamp_parsed") // raw.timestamp_divisor).alias("timestamp"),
-    ).drop("rating_parsed", "timestamp_parsed")
+    parsed = parsed.with_columns(pl.col("timestamp") // timestamp_divisor)
+    with_ids = _drop_missing_ids(parsed, quarantine)
+    step("missing_ids", parsed.height, with_ids.height)
 
-    with_ids = _drop_missing_ids(reviews, quarantine)
-    step("missing_ids", reviews, with_ids)
-
-    has_timestamps = with_ids.get_column("timestamp").null_count() < with_ids.height
-    order = ["timestamp", ORDER] if has_timestamps else [ORDER]
-    unique = with_ids.sort(order, nulls_last=True).unique(
-        ["user_id", "item_id"], keep="first", maintain_order=True
-    )
-    step("duplicates", with_ids, unique)
+    # integer codes in natural id order: every later step groups on ints, not strings
+    user_index = dense_index(with_ids.get_column("user_id"), "user")
+    item_index = dense_index(with_ids.get_column("item_id"), "item")
+    coded = with_ids.join(user_index, on="user_id").join(item_index, on="item_id")
+    has_timestamps = coded.get_column("timestamp").null_count() < coded.height
+    # one sort serves every later step: by user, then time, source order breaking ties
+    order = ["user", "timestamp", ORDER] if has_timestamps else ["user", ORDER]
+    ordered = coded.sort(order, nulls_last=True)
+    unique = ordered.filter(pl.struct("user", "item").is_first_distinct())
+    step("duplicates", coded.height, unique.height)
 
     cored, rounds = k_core(unique, k)
-    step("k_core", unique, cored, k=k, rounds=rounds)
+    step("k_core", unique.height, cored.height, k=k, rounds=rounds)
 
-    carries_split = cored.get_column("split").null_count() == 0 and cored.height > 0
+    carries_split = cored.height > 0 and cored.get_column("split").null_count() == 0
     if carries_split:
-        splittable = cored
-        short_users = 0
+        splittable, short_users = cored, 0
     else:
-        long_enough = pl.len().over("user_id") >= MIN_SPLITTABLE
+        long_enough = pl.len().over("user") >= MIN_SPLITTABLE
         splittable = cored.filter(long_enough)
-        short_users = cored.filter(~long_enough).get_column("user_id").n_unique()
+        short_users = cored.filter(~long_enough).get_column("user").n_unique()
     step(
         "too_short_to_split",
-        cored,
-        splittable,
+        cored.height,
+        splittable.height,
         users_dropped=short_users,
         min_interactions=MIN_SPLITTABLE,
     )
 
-    user_index = dense_index(splittable.get_column("user_id"), "user_idx")
-    item_index = dense_index(splittable.get_column("item_id"), "item_idx")
-    indexed = splittable.join(user_index, on="user_id").join(item_index, on="item_id")
-    if carries_split:
-        keys = ["user_idx", "timestamp", ORDER] if has_timestamps else ["user_idx", ORDER]
-        interactions = indexed.sort(keys, nulls_last=True)
-    else:
-        interactions = split_interactions(indexed.drop("split"), has_timestamps)
-    interactions = interactions.select("user_idx", "item_idx", "rating", "timestamp", "split")
+    indexed = splittable.with_columns(
+        (pl.col("user").rank("dense") - 1).cast(pl.Int32).alias("user_idx"),
+        (pl.col("item").rank("dense") - 1).cast(pl.Int32).alias("item_idx"),
+    )
+    interactions = indexed if carries_split else split_interactions(indexed.drop("split"))
 
-    split_counts = interactions.group_by("user_idx").agg(
-        *[
+    users = (
+        interactions.group_by("user_idx", "user_id")
+        .agg(
             (pl.col("split") == name).sum().cast(pl.Int32).alias(f"n_{name}")
             for name in ("train", "valid", "test")
-        ]
-    )
-    users = (
-        user_index.join(split_counts, on="user_idx")
-        .select("user_idx", "user_id", "n_train", "n_valid", "n_test")
+        )
         .sort("user_idx")
+        .select("user_idx", "user_id", "n_train", "n_valid", "n_test")
     )
-
-    meta, meta_counts = _prepare_items(raw, quarantine)
-    if meta is None:
-        meta = pl.DataFrame(schema={"item_id": pl.String()})
-    items = item_index.join(
-        meta.drop(SOURCE, LINE, strict=False).with_columns(pl.lit(True).alias("_has_meta")),
-        on="item_id",
-        how="left",
-    )
-    without_metadata = items.get_column("_has_meta").null_count()
-    fill = {c: pl.lit(None, dtype=t) for c, t in ITEM_TEXT.items() if c not in items.columns}
-    items = (
-        items.with_columns(**fill)
-        .with_columns(pl.col("categories").fill_null(pl.lit([], dtype=pl.List(pl.String()))))
-        .select("item_idx", "item_id", *ITEM_TEXT)
-        .sort("item_idx")
-    )
-
-    quarantine_frame = quarantine.frame()
     split_sizes = dict(interactions.group_by("split").len().iter_rows())
     report = {
-        "files": [vars(f) for f in raw.files],
-        "records_read": raw.reviews.height,
-        "unparsable_ratings": bad_ratings,
-        "unparsable_timestamps": bad_times,
+        "records_read": reviews.height,
+        "unparsable_ratings": bad["rating"],
+        "unparsable_timestamps": bad["timestamp"],
         "steps": steps,
         "split_source": "source (x_label)"
         if carries_split
         else "rule: n_test = n_valid = max(1, n // 10), in time order",
         "time_order": "timestamp" if has_timestamps else "source order (no timestamps)",
         "users": users.height,
-        "items": items.height,
         "interactions": interactions.height,
         "split": {name: int(split_sizes.get(name, 0)) for name in ("train", "valid", "test")},
-        "items_without_metadata": without_metadata,
-        "items_with_image": items.get_column("image_uri").is_not_null().sum(),
-        "metadata": meta_counts,
-        "quarantine": {
-            "total": quarantine_frame.height,
-            "by_action": dict(quarantine_frame.group_by("action").len().iter_rows()),
-        },
     }
-    return IngestResult(users, items, interactions, quarantine_frame, report)
+    return CleanInteractions(
+        interactions=interactions.select("user_idx", "item_idx", "rating", "timestamp", "split"),
+        users=users,
+        item_index=interactions.select("item_idx", "item_id").unique().sort("item_idx"),
+        report=report,
+    )
+
+
+def _clean_text(column: str) -> pl.Expr:
+    entities = pl.col(column).str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
+    text = entities.str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text).alias(column)
+
+
+def clean_items(meta: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Deduplicate metadata (first record wins), parse prices, clean text."""
+    item_id = pl.col("item_id").str.strip_chars()
+    has_id = item_id.is_not_null() & (item_id != "")
+    no_id = meta.filter(~has_id)
+    if no_id.height:
+        reason = pl.lit("metadata record without an item id")
+        quarantine.extend(_quarantine_rows(no_id, ["item_id", "title"], reason, DROPPED))
+    items = meta.filter(has_id).with_columns(item_id)
+    first = pl.int_range(pl.len()).over("item_id") == 0
+    duplicates = items.filter(~first)
+    if duplicates.height:
+        reason = pl.format("duplicate metadata for item {}; the first record is kept", "item_id")
+        quarantine.extend(_quarantine_rows(duplicates, ["item_id", "title"], reason, DROPPED))
+    price = pl.col("price").str.replace_all(r"[$,\s]", "")
+    missing_word = price.str.to_lowercase().is_in(["none", "null", "nan"])
+    items = items.filter(first).with_columns(
+        pl.when(missing_word).then(None).otherwise(price).alias("price")
+    )
+    items, bad = _parse_numbers(items, {"price": pl.Float64()}, ["item_id", "price"], quarantine)
+    items = items.with_columns(
+        _clean_text("title"),
+        _clean_text("description"),
+        _clean_text("brand"),
+        pl.col("categories").list.eval(pl.element().str.strip_chars()).list.drop_nulls(),
+    )
+    counts = {
+        "metadata_records": meta.height,
+        "metadata_without_id": no_id.height,
+        "duplicate_metadata": duplicates.height,
+        "unparsable_prices": bad["price"],
+    }
+    return items, counts
+
+
+def attach_items(
+    clean: CleanInteractions, meta: pl.DataFrame | None, quarantine: Quarantine
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The `items` table: every indexed item with its metadata (nulls where it has none)."""
+    counts: dict[str, Any] = {}
+    if meta is None:
+        meta = pl.DataFrame(schema={"item_id": pl.String()})
+    else:
+        meta, counts = clean_items(meta, quarantine)
+    items = clean.item_index.join(
+        meta.drop(SOURCE, LINE, strict=False).with_columns(pl.lit(True).alias("_has_meta")),
+        on="item_id",
+        how="left",
+    )
+    without_metadata = items.get_column("_has_meta").null_count()
+    missing = {c: pl.lit(None, dtype=t) for c, t in ITEM_TEXT.items() if c not in items.columns}
+    items = (
+        items.with_columns(**missing)
+        .with_columns(pl.col("categories").fill_null(pl.lit([], dtype=pl.List(pl.String()))))
+        .select("item_idx", "item_id", *ITEM_TEXT)
+        .sort("item_idx")
+    )
+    report = {
+        "items": items.height,
+        "items_without_metadata": without_metadata,
+        "items_with_image": int(items.get_column("image_uri").is_not_null().sum()),
+        "metadata": counts,
+    }
+    return items, report
+
+
+def _result(
+    clean: CleanInteractions,
+    items: pl.DataFrame,
+    item_report: dict[str, Any],
+    quarantines: list[Quarantine],
+    files: list[FileStats],
+) -> IngestResult:
+    quarantine = pl.concat([q.frame() for q in quarantines])
+    report = clean.report | item_report
+    report["files"] = [vars(f) for f in files]
+    report["quarantine"] = {
+        "total": quarantine.height,
+        "by_action": dict(quarantine.group_by("action").len().sort("action").iter_rows()),
+    }
+    return IngestResult(
+        users=clean.users,
+        items=items,
+        interactions=clean.interactions,
+        quarantine=quarantine,
+        report=report,
+    )
+
+
+def build_tables(
+    reviews: pl.DataFrame,
+    meta: pl.DataFrame | None,
+    k: int,
+    timestamp_divisor: int = 1,
+) -> IngestResult:
+    """Clean, filter, index and split raw frames (`REVIEW_COLUMNS`, `ITEM_COLUMNS`)."""
+    quarantine = Quarantine()
+    clean = clean_interactions(reviews, k, quarantine, timestamp_divisor)
+    items, item_report = attach_items(clean, meta, quarantine)
+    return _result(clean, items, item_report, [quarantine], [])
+
+
+def ingest_files(
+    fmt: str,
+    interactions: str,
+    items: str | None,
+    k: int,
+    sink: Callable[[str, pl.DataFrame], None] | None = None,
+) -> IngestResult:
+    """Read and ingest one dataset.
+
+    The metadata file is read in a second thread (which hands Python-literal parsing to a
+    subprocess) while the interactions are read, cleaned and, through `sink`, written; so the
+    two overlap. `sink(name, table)` receives each output table as soon as it is final.
+    """
+    spec = FORMATS[fmt]
+    review_quarantine, item_quarantine = Quarantine(), Quarantine()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neggen-meta") as pool:
+        pending = pool.submit(spec.read_items, items, item_quarantine) if items else None
+        reviews, review_stats = spec.read_reviews(interactions, review_quarantine)
+        clean = clean_interactions(reviews, k, review_quarantine, spec.timestamp_divisor)
+        if sink is not None:
+            sink("users", clean.users)
+            sink("interactions", clean.interactions)
+        meta, meta_stats = pending.result() if pending else (None, None)
+    table, item_report = attach_items(clean, meta, item_quarantine)
+    files = [review_stats] + ([meta_stats] if meta_stats else [])
+    result = _result(clean, table, item_report, [review_quarantine, item_quarantine], files)
+    if sink is not None:
+        sink("items", result.items)
+        sink("quarantine", result.quarantine)
+    return result

@@ -7,20 +7,30 @@ or bad field is written to the quarantine with its file, line number and reason.
 
 from __future__ import annotations
 
-import ast
-import gzip
 import io
-import json
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 from neggen_core.errors import InputFormatError
+from neggen_core.ingest.literals import (
+    DROPPED,
+    FIELD_NULLED,
+    LINE,
+    Kind,
+    Parser,
+    parse_lines,
+    parse_lines_in_subprocess,
+    quarantine_row,
+    sanitise,
+)
 
-Kind = Literal["str", "scalar", "str_list", "str_list_list", "images"]
+__all__ = ["DROPPED", "FIELD_NULLED", "LINE", "Kind", "sanitise"]
 
 _DTYPES: dict[Kind, pl.DataType] = {
     "str": pl.String(),
@@ -32,20 +42,9 @@ _DTYPES: dict[Kind, pl.DataType] = {
     ),
 }
 
-_EXPECTED: dict[Kind, str] = {
-    "str": "a string",
-    "scalar": "a number or a string",
-    "str_list": "a list of strings",
-    "str_list_list": "a list of lists of strings",
-    "images": "a list of {thumb, large, hi_res} objects",
-}
-
 BLOCK_BYTES = 32 << 20
-RECORD_PREVIEW = 500
-LINE = "_line"
-
-DROPPED = "dropped"
-FIELD_NULLED = "field_nulled"
+WHOLE_FILE_BYTES = 256 << 20
+OFFLOAD_LINES = 4096
 
 
 @dataclass
@@ -57,15 +56,7 @@ class Quarantine:
     def add(
         self, source_file: str, line: int | None, record: str, reason: str, action: str
     ) -> None:
-        self.rows.append(
-            {
-                "source_file": source_file,
-                "line": line,
-                "record": record[:RECORD_PREVIEW],
-                "reason": reason,
-                "action": action,
-            }
-        )
+        self.rows.append(quarantine_row(source_file, line, record, reason, action))
 
     def extend(self, frame: pl.DataFrame) -> None:
         """Add rows of a frame with the quarantine's columns."""
@@ -96,76 +87,19 @@ class FileStats:
     dropped: int = 0
 
 
-def _coerce(value: Any, kind: Kind) -> tuple[bool, Any]:
-    """Coerce a parsed value to a field kind; (False, None) when it cannot be."""
-    if kind == "str":
-        if isinstance(value, str):
-            return True, value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return True, str(value)
-        return False, None
-    if kind == "scalar":
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return True, str(value)
-        return False, None
-    if kind == "str_list":
-        if isinstance(value, str):
-            return True, [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return True, value
-        return False, None
-    if kind == "str_list_list":
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return True, [value]
-        if isinstance(value, list) and all(
-            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in value
-        ):
-            return True, value
-        return False, None
-    if isinstance(value, list) and all(
-        isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values())
-        for v in value
-    ):
-        return True, [{k: v.get(k) for k in ("thumb", "large", "hi_res")} for v in value]
-    return False, None
+def records_frame(records: bytes, kinds: dict[str, Kind]) -> pl.DataFrame:
+    """The frame of sanitised records given as JSON lines by `parse_lines`."""
+    schema = {**{name: _DTYPES[kind] for name, kind in kinds.items()}, LINE: pl.Int64()}
+    return pl.read_ndjson(io.BytesIO(records), schema=schema)
 
 
-def sanitise(
-    record: Any,
-    kinds: dict[str, Kind],
-    source: str,
-    line: int | None,
-    raw: str,
-    quarantine: Quarantine,
-) -> dict[str, Any] | None:
-    """Keep a record's known fields with their kinds; a field of the wrong kind is nulled and
-    quarantined. A record that is not an object is quarantined and dropped (None)."""
-    if not isinstance(record, dict):
-        quarantine.add(
-            source, line, raw, f"expected an object, got {type(record).__name__}", DROPPED
-        )
-        return None
-    out: dict[str, Any] = {}
-    for name, kind in kinds.items():
-        value = record.get(name)
-        if value is None:
-            out[name] = None
-            continue
-        ok, coerced = _coerce(value, kind)
-        if not ok:
-            quarantine.add(
-                source,
-                line,
-                raw,
-                f"field {name!r}: expected {_EXPECTED[kind]}, got {type(value).__name__}",
-                FIELD_NULLED,
-            )
-        out[name] = coerced
-    return out
+def iter_bytes(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The bytes of a local path or fsspec URI in large chunks, gunzipped when it is gzip.
 
-
-def open_bytes(path: str) -> io.BufferedIOBase:
-    """Open a local path or fsspec URI for reading, gunzipping it when it is gzip."""
+    Gzip is inflated with zlib in big steps rather than through `gzip.GzipFile`, whose
+    8 KiB-at-a-time loop re-takes the GIL hundreds of times a megabyte and so stalls whenever
+    another thread is busy (ingest parses metadata in a second thread).
+    """
     try:
         handle = fsspec.open(path, "rb").open()
     except FileNotFoundError as exc:
@@ -174,47 +108,95 @@ def open_bytes(path: str) -> io.BufferedIOBase:
         ) from exc
     except OSError as exc:
         raise InputFormatError(f"{path}: cannot open ({exc})") from exc
-    magic = handle.peek(2)[:2] if hasattr(handle, "peek") else b""
-    if not magic:
-        magic = handle.read(2)
-        handle.seek(0)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
-    return handle
+    with handle:
+        first = handle.read(chunk_bytes // 8)
+        if first[:2] != b"\x1f\x8b":
+            while first:
+                yield first
+                first = handle.read(chunk_bytes)
+            return
+        inflater = zlib.decompressobj(wbits=31)
+        compressed = first
+        try:
+            while compressed:
+                yield inflater.decompress(compressed)
+                while inflater.eof and inflater.unused_data:  # a multi-member gzip file
+                    rest = inflater.unused_data
+                    inflater = zlib.decompressobj(wbits=31)
+                    yield inflater.decompress(rest)
+                compressed = handle.read(chunk_bytes // 8)
+            yield inflater.flush()
+        except zlib.error as exc:
+            raise InputFormatError(
+                f"{path}: corrupt gzip data ({exc}); download the file again"
+            ) from exc
+        if not inflater.eof:
+            raise InputFormatError(
+                f"{path}: the gzip stream ends early: the file is truncated; download it again"
+            )
 
 
-def iter_line_blocks(
-    path: str, block_bytes: int = BLOCK_BYTES
-) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield (number of the first line, lines) in blocks of whole lines."""
+def read_bytes(path: str) -> bytes:
+    """The whole (gunzipped) content of a file."""
+    return b"".join(iter_bytes(path))
+
+
+def iter_line_blocks(path: str) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (number of the first line, block, lines in it); a block is whole lines joined by
+    newlines."""
     next_line = 1
     carry = b""
-    with open_bytes(path) as handle:
-        while True:
-            try:
-                chunk = handle.read(block_bytes)
-            except (OSError, EOFError) as exc:
-                raise InputFormatError(
-                    f"{path}: unreadable after line {next_line - 1} ({exc}); "
-                    "the file is corrupt or truncated: download it again"
-                ) from exc
-            if not chunk:
-                break
-            data = carry + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            lines = data[:cut].split(b"\n")
-            carry = data[cut + 1 :]
-            yield next_line, lines
-            next_line += len(lines)
+    for chunk in iter_bytes(path):
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        block, carry = data[:cut], data[cut + 1 :]
+        count = block.count(b"\n") + 1
+        yield next_line, block, count
+        next_line += count
     if carry:
-        yield next_line, [carry]
+        yield next_line, carry, carry.count(b"\n") + 1
 
 
-def _preview(line: bytes) -> str:
-    return line[:RECORD_PREVIEW].decode("utf-8", errors="replace")
+def _polars_lines(path: str) -> pl.DataFrame | None:
+    """The whole file as (line number, line) in one polars call (gzip inflated in Rust), or
+    None when it is too big for memory or polars cannot read it (bad UTF-8, bad gzip): the
+    streaming path then reads it and says precisely what is wrong."""
+    fs, inner = fsspec.core.url_to_fs(path)
+    try:
+        if fs.size(inner) > WHOLE_FILE_BYTES:
+            return None
+        source = inner if isinstance(fs, LocalFileSystem) else io.BytesIO(fs.cat_file(inner))
+        lines = pl.read_lines(source, name="line", row_index_name=LINE, row_index_offset=1)
+    except FileNotFoundError as exc:
+        raise InputFormatError(
+            f"{path}: no such file; check dataset.interactions / dataset.items"
+        ) from exc
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    return lines.with_columns(pl.col(LINE).cast(pl.Int64))
+
+
+def _block_lines(path: str, quarantine: Quarantine) -> Iterator[pl.DataFrame]:
+    """The file as frames of (line number, line), block by block; a line that is not UTF-8
+    is quarantined and left out (as an empty line, so that the numbering holds)."""
+    for first, block, _ in iter_line_blocks(path):
+        try:
+            texts = block.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            texts = []
+            for number, line in enumerate(block.split(b"\n"), start=first):
+                try:
+                    texts.append(line.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    preview = line[:500].decode("utf-8", errors="replace")
+                    reason = f"not UTF-8 text ({exc})"
+                    quarantine.rows.append(quarantine_row(path, number, preview, reason, DROPPED))
+                    texts.append("")
+        numbers = pl.int_range(first, first + len(texts), dtype=pl.Int64, eager=True)
+        yield pl.DataFrame([numbers.alias(LINE), pl.Series("line", texts, dtype=pl.String)])
 
 
 def read_records(
@@ -222,66 +204,63 @@ def read_records(
     kinds: dict[str, Kind],
     quarantine: Quarantine,
     *,
-    parser: Literal["json", "python"] = "json",
+    parser: Parser = "json",
     what: str = "JSON lines",
 ) -> tuple[pl.DataFrame, FileStats]:
     """Read a file of one record per line into a frame of `kinds` plus the line number.
 
-    `parser="json"` decodes with polars in blocks; `parser="python"` parses each line with
-    `ast.literal_eval` (Amazon 2014 metadata is Python literals, never passed to `eval`).
+    `parser="json"` decodes with polars; a batch that fails is halved until the bad lines are
+    isolated, and only those are parsed in Python (to say why). `parser="python"` parses each
+    line with `ast.literal_eval` (Amazon 2014 metadata is Python literals, never passed to
+    `eval`), in a subprocess for large files so that it runs beside the rest of the ingest
+    rather than competing with it for the GIL.
     """
     schema = {name: _DTYPES[kind] for name, kind in kinds.items()}
-    full_schema = {**schema, LINE: pl.Int64()}
+    struct = pl.Struct(schema)
     stats = FileStats(path=path)
     pieces: list[pl.DataFrame] = []
-    python_parse: Callable[[str], Any] = json.loads if parser == "json" else ast.literal_eval
 
-    def slow(line_no: int, line: bytes) -> dict[str, Any] | None:
+    def slow(lines: pl.DataFrame, offload: bool = False) -> None:
+        parse = parse_lines_in_subprocess if offload else parse_lines
+        raw = [line.encode("utf-8", errors="surrogateescape") for line in lines.get_column("line")]
+        records, bad = parse(path, lines.get_column(LINE).to_list(), raw, kinds, parser)
+        quarantine.rows.extend(bad)
+        if records:
+            pieces.append(records_frame(records, kinds))
+
+    def decode(lines: pl.DataFrame) -> None:
         try:
-            record = python_parse(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            quarantine.add(path, line_no, _preview(line), f"not UTF-8 text ({exc})", DROPPED)
-            return None
-        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
-            reason = (
-                f"not a valid {'JSON' if parser == 'json' else 'Python literal'} record ({exc})"
-            )
-            quarantine.add(path, line_no, _preview(line), reason, DROPPED)
-            return None
-        row = sanitise(record, kinds, path, line_no, _preview(line), quarantine)
-        if row is not None:
-            row[LINE] = line_no
-        return row
+            decoded = lines.select(LINE, pl.col("line").str.json_decode(struct).alias("record"))
+        except pl.exceptions.PolarsError:
+            if lines.height == 1:
+                slow(lines)
+            else:
+                decode(lines.slice(0, lines.height // 2))
+                decode(lines.slice(lines.height // 2))
+            return
+        pieces.append(decoded.unnest("record").select(*schema, LINE))
 
-    def decode(lines: list[bytes], numbers: list[int]) -> Iterator[pl.DataFrame]:
-        if parser == "json":
-            try:
-                frame = pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema)
-            except pl.exceptions.PolarsError:
-                frame = None
-            if frame is not None and frame.height == len(lines):
-                yield frame.with_columns(pl.Series(LINE, numbers, dtype=pl.Int64))
-                return
-            if len(lines) > 1:
-                mid = len(lines) // 2
-                yield from decode(lines[:mid], numbers[:mid])
-                yield from decode(lines[mid:], numbers[mid:])
-                return
-        rows = [r for r in (slow(n, ln) for n, ln in zip(numbers, lines, strict=True)) if r]
-        if rows:
-            yield pl.DataFrame(rows, schema=full_schema, orient="row")
-
-    for first, block in iter_line_blocks(path):
-        stats.lines += len(block)
-        kept = [(first + i, ln) for i, ln in enumerate(block) if ln.strip()]
-        stats.blank += len(block) - len(kept)
-        if not kept:
+    whole = _polars_lines(path)
+    for block in [whole] if whole is not None else _block_lines(path, quarantine):
+        text = pl.col("line").str.strip_chars()
+        lines = block.filter(text.is_not_null() & (text != ""))
+        stats.lines += block.height
+        stats.blank += block.height - lines.height
+        if lines.height == 0:
             continue
-        numbers = [n for n, _ in kept]
-        lines = [ln.rstrip(b"\r") for _, ln in kept]
-        pieces.extend(decode(lines, numbers))
+        if parser == "python":
+            slow(lines, offload=lines.height >= OFFLOAD_LINES)
+            continue
+        is_object = text.str.starts_with("{")
+        decode(lines.filter(is_object))
+        others = lines.filter(~is_object)
+        if others.height:
+            slow(others)
 
-    frame = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame(schema=full_schema)
+    full_schema = {**schema, LINE: pl.Int64()}
+    frame = (
+        pl.concat(pieces, how="vertical").sort(LINE) if pieces else pl.DataFrame(schema=full_schema)
+    )
     stats.records = frame.height
     stats.dropped = stats.lines - stats.blank - stats.records
     if stats.records == 0 and stats.lines - stats.blank > 0:

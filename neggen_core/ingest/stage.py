@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import fsspec
+import polars as pl
 
 from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, QUARANTINE, USERS
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, uri_of
 from neggen_core.config import NeggenConfig
 from neggen_core.demo.generator import GENERATOR_VERSION, META_FILE, REVIEWS_FILE, generate_demo
 from neggen_core.errors import InputFormatError
-from neggen_core.ingest.formats import READERS
-from neggen_core.ingest.pipeline import build_tables
-from neggen_core.ingest.records import Quarantine
+from neggen_core.ingest.pipeline import ingest_files
 
 SCHEMA_VERSION = 1
 TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
@@ -86,13 +86,16 @@ def build(
     else:
         assert dataset.interactions is not None
         interactions, items = dataset.interactions, dataset.items
-    quarantine = Quarantine()
-    raw = READERS[dataset.format](interactions, items, quarantine)  # type: ignore[arg-type]
-    result = build_tables(raw, config.ingest.k_core, quarantine)
-    writer.write_table("users", result.users)
-    writer.write_table("items", result.items)
-    writer.write_table("interactions", result.interactions)
-    writer.write_table("quarantine", result.quarantine)
+    # each table is written, in the background, as soon as it is final
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="neggen-write") as background:
+        writes: list[Future[None]] = []
+
+        def write(name: str, table: pl.DataFrame) -> None:
+            writes.append(background.submit(writer.write_table, name, table))
+
+        result = ingest_files(dataset.format, interactions, items, config.ingest.k_core, write)
+        for done in writes:
+            done.result()
     result.report["sources"] = {"interactions": interactions, "items": items}
     writer.write_json(REPORT, result.report)
     return {

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from neggen_core.ingest.formats import REVIEW_COLUMNS, RawSource
+from neggen_core.ingest.formats import REVIEW_COLUMNS
 from neggen_core.ingest.pipeline import IngestResult, build_tables, dense_index, k_core
-from neggen_core.ingest.records import Quarantine
 
 
-def raw(rows: list[tuple[str, str, int | None]]) -> RawSource:
+def reviews(rows: list[tuple[str, str, int | None]]) -> pl.DataFrame:
     """Reviews of (user, item, timestamp), in source order."""
-    frame = pl.DataFrame(
+    return pl.DataFrame(
         {
             "user_id": [u for u, _, _ in rows],
             "item_id": [i for _, i, _ in rows],
@@ -23,11 +22,10 @@ def raw(rows: list[tuple[str, str, int | None]]) -> RawSource:
         },
         schema=REVIEW_COLUMNS,
     )
-    return RawSource(frame, None)
 
 
 def run(rows: list[tuple[str, str, int | None]], k: int = 0) -> IngestResult:
-    return build_tables(raw(rows), k, Quarantine())
+    return build_tables(reviews(rows), None, k)
 
 
 def steps(result: IngestResult) -> dict[str, tuple[int, int]]:
@@ -93,10 +91,10 @@ def test_k_core_is_iterative() -> None:
         ("u3", "c", 1),
     ]
     frame = pl.DataFrame({"user_id": [u for u, _, _ in rows], "item_id": [i for _, i, _ in rows]})
-    kept, rounds = k_core(frame, 2)
+    kept, rounds = k_core(frame, 2, "user_id", "item_id")
     assert sorted(kept.rows()) == [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")]
     assert rounds == 3
-    dropped_all, _ = k_core(frame, 3)
+    dropped_all, _ = k_core(frame, 3, "user_id", "item_id")
     assert dropped_all.height == 0
 
 
