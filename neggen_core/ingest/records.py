@@ -181,12 +181,12 @@ def _polars_lines(path: str) -> pl.DataFrame | None:
 
 def _block_lines(path: str, quarantine: Quarantine) -> Iterator[pl.DataFrame]:
     """The file as frames of (line number, line), block by block; a line that is not UTF-8
-    is quarantined and left out (as an empty line, so that the numbering holds)."""
+    is quarantined and left null."""
     for first, block, _ in iter_line_blocks(path):
         try:
             texts = block.decode("utf-8").split("\n")
         except UnicodeDecodeError:
-            texts = []
+            texts: list[str | None] = []
             for number, line in enumerate(block.split(b"\n"), start=first):
                 try:
                     texts.append(line.decode("utf-8"))
@@ -194,7 +194,7 @@ def _block_lines(path: str, quarantine: Quarantine) -> Iterator[pl.DataFrame]:
                     preview = line[:500].decode("utf-8", errors="replace")
                     reason = f"not UTF-8 text ({exc})"
                     quarantine.rows.append(quarantine_row(path, number, preview, reason, DROPPED))
-                    texts.append("")
+                    texts.append(None)
         numbers = pl.int_range(first, first + len(texts), dtype=pl.Int64, eager=True)
         yield pl.DataFrame([numbers.alias(LINE), pl.Series("line", texts, dtype=pl.String)])
 
@@ -245,7 +245,7 @@ def read_records(
         text = pl.col("line").str.strip_chars()
         lines = block.filter(text.is_not_null() & (text != ""))
         stats.lines += block.height
-        stats.blank += block.height - lines.height
+        stats.blank += block.filter(text == "").height
         if lines.height == 0:
             continue
         if parser == "python":

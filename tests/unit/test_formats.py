@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from neggen_core.errors import InputFormatError
+from neggen_core.ingest import records
 from neggen_core.ingest.pipeline import IngestResult, ingest_files
 from tests.conftest import write_lines
 
@@ -42,7 +43,19 @@ def review(user: str | None, item: str, rating: object, time: object) -> str:
     return json.dumps(record)
 
 
-def test_amazon2014_gzip(tmp_path: Path) -> None:
+@pytest.fixture(params=["whole-file", "blocks", "subprocess"])
+def read_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The three ways a line file is read must give the same result: the whole file in one
+    polars call, block by block (big files, bad UTF-8), and Python literals in a subprocess."""
+    if request.param == "blocks":
+        monkeypatch.setattr(records, "WHOLE_FILE_BYTES", 0)
+        monkeypatch.setattr(records, "BLOCK_BYTES", 64)
+    if request.param == "subprocess":
+        monkeypatch.setattr(records, "OFFLOAD_LINES", 1)
+    return request.param
+
+
+def test_amazon2014_gzip(tmp_path: Path, read_mode: str) -> None:
     reviews = write_lines(
         tmp_path / "reviews.json.gz",
         [
@@ -466,3 +479,24 @@ def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
         InputFormatError, match=r"x.inter: header line has no column 'userID', 'itemID'"
     ):
         ingest("mmrec", tsv, None)
+
+
+def test_a_line_that_is_not_utf8_is_quarantined(tmp_path: Path) -> None:
+    good = [review("U1", f"I{i}", 5, i) for i in range(3)]
+    path = tmp_path / "reviews.json"
+    path.write_bytes(
+        ("\n".join(good[:2]) + "\n").encode() + b'{"reviewerID": "\xff\xfe"}\n' + good[2].encode()
+    )
+    meta = write_lines(tmp_path / "meta.json", [f"{{'asin': 'I{i}'}}" for i in range(3)])
+    result = ingest("amazon2014", str(path), meta)
+    rows = quarantined(result)
+    assert [(f, line, action) for f, line, action, _ in rows] == [("reviews.json", 3, "dropped")]
+    assert rows[0][3].startswith("not UTF-8 text")
+    assert result.interactions.height == 3
+    assert result.report["files"][0] | {"path": ""} == {
+        "path": "",
+        "lines": 4,
+        "blank": 0,
+        "records": 3,
+        "dropped": 1,
+    }
