@@ -32,7 +32,11 @@ sys.path.insert(0, str(REPO))
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process plus the largest of its finished subprocesses (the project
+    parses metadata in one): an upper bound of what the run held at once."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
 
 
 def run_project(reviews: str, meta: str, out: str) -> dict[str, Any]:

@@ -126,6 +126,8 @@ class ArtifactStore:
         self.root = root
         self.dataset = dataset
         self.fs, base = fsspec.core.url_to_fs(root)
+        # pyarrow's own local IO is faster than going through fsspec's Python file objects
+        self.arrow_fs = None if isinstance(self.fs, LocalFileSystem) else self.fs
         self._base = posixpath.join(base.rstrip("/") or "/", dataset)
 
     def _stage_dir(self, stage: str) -> str:
@@ -191,7 +193,7 @@ class ArtifactStore:
         pieces = []
         for entry in manifest.tables[table].files:
             path = posixpath.join(base, entry.path)
-            piece = pq.read_table(path, filesystem=self.fs)
+            piece = pq.read_table(path, filesystem=self.arrow_fs)
             piece = conform(
                 piece, schema, f"{self.root}/{self.dataset}/{ref.stage}/{ref.version}/{entry.path}"
             )
@@ -276,7 +278,7 @@ class ArtifactWriter:
         final = self._part_path(table, part)
         tmp = f"{final}.{uuid.uuid4().hex}.tmp"
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        pq.write_table(arrow, tmp, filesystem=self.fs, compression="zstd")
+        pq.write_table(arrow, tmp, filesystem=self.store.arrow_fs, compression="zstd")
         self.fs.mv(tmp, final)
 
     def write_json(self, name: str, payload: Any) -> None:
@@ -302,7 +304,7 @@ class ArtifactWriter:
             parts = sorted(self.fs.glob(posixpath.join(folder, "part-*.parquet")))
             if not parts:
                 raise ArtifactError(f"{self.stage}: table {table!r} was never written")
-            rows = sum(pq.read_metadata(p, filesystem=self.fs).num_rows for p in parts)
+            rows = sum(pq.read_metadata(p, filesystem=self.store.arrow_fs).num_rows for p in parts)
             tables[table] = TableEntry(
                 rows=rows,
                 schema_fingerprint=schema_fingerprint(schema),

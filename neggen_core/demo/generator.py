@@ -207,7 +207,9 @@ def generate_demo(
     popularity = rng.lognormal(0.0, 0.6, size=spec.items)
 
     meta_lines = []
-    for i in tqdm(range(spec.items), desc="demo items", disable=not progress, unit="item"):
+    for i in tqdm(
+        range(spec.items), desc="demo items", disable=None if progress else True, unit="item"
+    ):
         path, noun, _ = CATEGORIES[category_names[item_category[i]]]
         a = {name: ATTRIBUTES[name][item_attrs[name][i]] for name in ATTRIBUTES}
         title = (
@@ -259,7 +261,10 @@ def generate_demo(
     picked_hits: list[np.ndarray] = []
     chunk = 1024
     for lo in tqdm(
-        range(0, spec.users, chunk), desc="demo users", disable=not progress, unit="chunk"
+        range(0, spec.users, chunk),
+        desc="demo users",
+        disable=None if progress else True,
+        unit="chunk",
     ):
         users = np.arange(lo, min(lo + chunk, spec.users))
         in_cat = (item_category[None, :] == user_cats[users, 0:1]) | (

@@ -18,16 +18,13 @@ from typing import Any
 import polars as pl
 
 from neggen_core.errors import InputFormatError
+from neggen_core.ingest.literals import DROPPED, LINE, Kind, sanitise
 from neggen_core.ingest.records import (
-    DROPPED,
-    LINE,
     FileStats,
-    Kind,
     Quarantine,
     iter_line_blocks,
     read_bytes,
     read_records,
-    sanitise,
 )
 
 SOURCE = "_file"
@@ -69,7 +66,7 @@ class Format:
 def _finish(frame: pl.DataFrame, columns: dict[str, pl.DataType], path: str) -> pl.DataFrame:
     frame = frame.with_columns(pl.lit(path, dtype=pl.String()).alias(SOURCE))
     missing = [pl.lit(None, dtype=t).alias(n) for n, t in columns.items() if n not in frame.columns]
-    return frame.with_columns(missing).select(list(columns)).cast(columns)
+    return frame.with_columns(missing).select(list(columns)).cast(pl.Schema(columns))
 
 
 def _resolve_images(items: pl.DataFrame, items_path: str) -> pl.DataFrame:

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from neggen_core.artifacts.schemas import SPLITS
 from neggen_core.ingest.formats import FORMATS, LINE, SOURCE
-from neggen_core.ingest.records import DROPPED, FIELD_NULLED, FileStats, Quarantine
+from neggen_core.ingest.literals import DROPPED, FIELD_NULLED
+from neggen_core.ingest.records import FileStats, Quarantine
 
 ORDER = "_order"
 MIN_SPLITTABLE = 3
-SPLITS = ("train", "valid", "test")
 ITEM_TEXT: dict[str, pl.DataType] = {
     "title": pl.String(),
     "description": pl.String(),
@@ -249,10 +250,7 @@ def clean_interactions(
 
     users = (
         interactions.group_by("user_idx", "user_id")
-        .agg(
-            (pl.col("split") == name).sum().cast(pl.Int32).alias(f"n_{name}")
-            for name in ("train", "valid", "test")
-        )
+        .agg((pl.col("split") == name).sum().cast(pl.Int32).alias(f"n_{name}") for name in SPLITS)
         .sort("user_idx")
         .select("user_idx", "user_id", "n_train", "n_valid", "n_test")
     )
@@ -268,7 +266,7 @@ def clean_interactions(
         "time_order": "timestamp" if has_timestamps else "source order (no timestamps)",
         "users": users.height,
         "interactions": interactions.height,
-        "split": {name: int(split_sizes.get(name, 0)) for name in ("train", "valid", "test")},
+        "split": {name: int(split_sizes.get(name, 0)) for name in SPLITS},
     }
     return CleanInteractions(
         interactions=interactions.select("user_idx", "item_idx", "rating", "timestamp", "split"),

@@ -1,8 +1,9 @@
 """Reading record files line by line, fast, without losing a malformed record.
 
-JSON lines are decoded by polars in large blocks; a block that fails is bisected until the bad
-lines are isolated, and only those are parsed in Python (to say why they are bad). Every bad line
-or bad field is written to the quarantine with its file, line number and reason.
+Lines are read by polars (the whole file in one call, gzip inflated in Rust; big files block by
+block). JSON lines are decoded by polars; a batch that fails is halved until the bad lines are
+isolated, and only those are parsed in Python, to say why they are bad. Every bad line or bad
+field is written to the quarantine with its file, line number and reason.
 """
 
 from __future__ import annotations
@@ -20,17 +21,13 @@ from fsspec.implementations.local import LocalFileSystem
 from neggen_core.errors import InputFormatError
 from neggen_core.ingest.literals import (
     DROPPED,
-    FIELD_NULLED,
     LINE,
     Kind,
     Parser,
     parse_lines,
     parse_lines_in_subprocess,
     quarantine_row,
-    sanitise,
 )
-
-__all__ = ["DROPPED", "FIELD_NULLED", "LINE", "Kind", "sanitise"]
 
 _DTYPES: dict[Kind, pl.DataType] = {
     "str": pl.String(),
@@ -183,10 +180,11 @@ def _block_lines(path: str, quarantine: Quarantine) -> Iterator[pl.DataFrame]:
     """The file as frames of (line number, line), block by block; a line that is not UTF-8
     is quarantined and left null."""
     for first, block, _ in iter_line_blocks(path):
+        texts: list[str | None]
         try:
-            texts = block.decode("utf-8").split("\n")
+            texts = list(block.decode("utf-8").split("\n"))
         except UnicodeDecodeError:
-            texts: list[str | None] = []
+            texts = []
             for number, line in enumerate(block.split(b"\n"), start=first):
                 try:
                     texts.append(line.decode("utf-8"))

@@ -81,6 +81,7 @@ def build(
 ) -> dict[str, Any]:
     """Read the source, build the tables, write them and the report; returns manifest info."""
     dataset = config.dataset
+    items: str | None
     if dataset.demo is not None:
         interactions, items = demo_source(store, config)
     else:
