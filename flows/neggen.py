@@ -6,7 +6,8 @@ from prefect import flow
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config
-from neggen_core.stages import select_stages
+from neggen_core.stages import built_ref, select_stages
+from tasks.attributes import attributes
 from tasks.ingest import ingest
 
 
@@ -17,10 +18,18 @@ def neggen(
     from_stage: str | None = None,
     until_stage: str | None = None,
 ) -> dict[str, str]:
-    """Run the pipeline's stages from `from_stage` to `until_stage`; returns their artifact URIs."""
+    """Run the pipeline's stages from `from_stage` to `until_stage`; returns their artifact URIs.
+
+    A stage before `from_stage` is not run: its artifact for this config must already exist."""
     config = load_config(config_path, overrides or [])
     selected = select_stages(from_stage, until_stage)
-    refs: dict[str, ArtifactRef] = {}
+    built: dict[str, ArtifactRef] = {}
+
+    def upstream(stage: str) -> ArtifactRef:
+        return built[stage] if stage in built else built_ref(config, stage)
+
     if "ingest" in selected:
-        refs["ingest"] = ingest(config)
-    return {name: ref.uri for name, ref in refs.items()}
+        built["ingest"] = ingest(config)
+    if "attributes" in selected:
+        built["attributes"] = attributes(config, upstream("ingest"))
+    return {name: ref.uri for name, ref in built.items()}

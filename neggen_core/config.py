@@ -81,12 +81,31 @@ class IngestConfig(StrictModel):
     )
 
 
+class LlmConfig(StrictModel):
+    backend: Literal["offline"] = Field(
+        "offline", description="offline: lexicons, sentence encoder, Pillow; CPU, no network."
+    )
+    zero_shot: bool = Field(
+        True, description="Offline: match material and style with the sentence encoder."
+    )
+
+
+class AttributesConfig(StrictModel):
+    batch_size: int = Field(256, ge=1, description="Items per part file (and per resume step).")
+    key_features: int = Field(3, ge=1, description="Key attributes per category (at most).")
+    category_level: int = Field(
+        1, ge=0, description="Category path level that groups items for key features."
+    )
+
+
 class NeggenConfig(StrictModel):
     """The whole pipeline's configuration."""
 
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     dataset: DatasetConfig = Field(default_factory=_demo_dataset)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    attributes: AttributesConfig = Field(default_factory=AttributesConfig)
 
 
 def _is_uri(path: str) -> bool:

@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, compute_version
+from neggen_core.attributes import stage as attributes_stage
 from neggen_core.config import NeggenConfig
-from neggen_core.errors import ConfigError
+from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.ingest import stage as ingest_stage
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ STAGES: dict[str, StageSpec] = {
         tables=ingest_stage.TABLES,
         version_config=ingest_stage.version_config,
         build=ingest_stage.build,
+    ),
+    "attributes": StageSpec(
+        name="attributes",
+        upstream=("ingest",),
+        schema_version=attributes_stage.SCHEMA_VERSION,
+        tables=attributes_stage.TABLES,
+        version_config=attributes_stage.version_config,
+        build=attributes_stage.build,
+        resumable=True,
     ),
 }
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
@@ -88,6 +98,18 @@ def plan_versions(config: NeggenConfig) -> dict[str, str]:
             {up: versions[up] for up in spec.upstream},
         )
     return versions
+
+
+def built_ref(config: NeggenConfig, stage: str) -> ArtifactRef:
+    """The artifact of `stage` under this config, which must exist (for `--from`)."""
+    store = open_store(config)
+    version = plan_versions(config)[stage]
+    if not store.exists(stage, version):
+        raise ArtifactError(
+            f"{store.path(stage, version)}: stage {stage!r} is not built for this config; "
+            f"run `neggen run --until {stage}` first, or start earlier than --from"
+        )
+    return store.ref(stage, version)
 
 
 def run_stage(

@@ -56,11 +56,51 @@ QUARANTINE = pa.schema(
     ]
 )
 
+ATTRIBUTES = pa.schema(
+    [
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("modality", pa.string(), nullable=False),
+        _field("name", pa.string(), nullable=False),
+        _field("value", pa.string(), nullable=False),
+        _field("is_key", pa.bool_(), nullable=False),
+        _field("source", pa.string(), nullable=False),
+        _field("prompt_version", pa.string(), nullable=False),
+    ]
+)
+
+DESCRIPTIONS = pa.schema(
+    [
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("modality", pa.string(), nullable=False),
+        _field("text", pa.string()),
+        _field("status", pa.string(), nullable=False),
+        _field("reason", pa.string()),
+        _field("source", pa.string(), nullable=False),
+        _field("prompt_version", pa.string(), nullable=False),
+    ]
+)
+
+KEY_FEATURES = pa.schema(
+    [
+        _field("category", pa.string(), nullable=False),
+        _field("modality", pa.string(), nullable=False),
+        _field("name", pa.string(), nullable=False),
+        _field("rank", pa.int32(), nullable=False),
+        _field("lift", pa.float64()),
+        _field("coverage", pa.float64()),
+        _field("score", pa.float64()),
+        _field("users", pa.int64()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "users": USERS,
     "items": ITEMS,
     "interactions": INTERACTIONS,
     "quarantine": QUARANTINE,
+    "attributes": ATTRIBUTES,
+    "descriptions": DESCRIPTIONS,
+    "key_features": KEY_FEATURES,
 }
 
 SPLITS = ("train", "valid", "test")

@@ -281,6 +281,17 @@ class ArtifactWriter:
         pq.write_table(arrow, tmp, filesystem=self.store.arrow_fs, compression="zstd")
         self.fs.mv(tmp, final)
 
+    def parts(self, table: str) -> list[int]:
+        """Numbers of the parts of `table` already written (by this or an earlier attempt)."""
+        found = self.fs.glob(posixpath.join(self.staging, table, "part-*.parquet"))
+        return sorted(int(posixpath.basename(p)[5:10]) for p in found)
+
+    def read_part(self, table: str, part: int) -> pa.Table:
+        """A part written earlier, checked against its schema."""
+        path = self._part_path(table, part)
+        piece = pq.read_table(path, filesystem=self.store.arrow_fs)
+        return conform(piece, self.schemas[table], f"{self.stage}/{table} part {part}")
+
     def write_json(self, name: str, payload: Any) -> None:
         """Write a JSON side file (a report) into the artifact."""
         final = posixpath.join(self.staging, name)

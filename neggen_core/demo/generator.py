@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from neggen_core.artifacts.store import uri_of
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 REVIEWS_FILE = "reviews_Demo_5.json.gz"
 META_FILE = "meta_Demo.json.gz"
 PLANTED_FILE = "planted.json"
 IMAGE_SIZE = 64
+BACKGROUND = (250, 250, 250)
 
 Scale = Literal["small", "baby"]
 
@@ -122,41 +123,49 @@ class DemoFiles:
     interactions: int
 
 
-def _paint_shape(draw: ImageDraw.ImageDraw, shape: str, fill: int | tuple[int, int, int]) -> None:
+def _paint_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    fill: int | tuple[int, int, int] | None,
+    outline: tuple[int, int, int] | None = None,
+) -> None:
     lo, hi, mid = 8, IMAGE_SIZE - 8, IMAGE_SIZE // 2
     if shape == "circle":
-        draw.ellipse((lo, lo, hi, hi), fill=fill)
+        draw.ellipse((lo, lo, hi, hi), fill=fill, outline=outline, width=2)
     elif shape == "square":
-        draw.rectangle((lo, lo, hi, hi), fill=fill)
+        draw.rectangle((lo, lo, hi, hi), fill=fill, outline=outline, width=2)
     elif shape == "triangle":
-        draw.polygon([(mid, lo), (hi, hi), (lo, hi)], fill=fill)
+        draw.polygon([(mid, lo), (hi, hi), (lo, hi)], fill=fill, outline=outline, width=2)
     else:
-        draw.polygon([(mid, lo - 2), (hi + 2, mid), (mid, hi + 2), (lo - 2, mid)], fill=fill)
+        corners = [(mid, lo - 2), (hi + 2, mid), (mid, hi + 2), (lo - 2, mid)]
+        draw.polygon(corners, fill=fill, outline=outline, width=2)
 
 
 def _draw(colour: str, shape: str, pattern: str) -> bytes:
-    """A PNG of the item: its shape, filled with its colour, overlaid with its pattern."""
+    """A PNG of the item: its outlined shape, filled with its colour, overlaid with its pattern
+    in a contrasting tone that also stands out from the light background."""
     size = (IMAGE_SIZE, IMAGE_SIZE)
     fill = COLOURS[colour]
     body = Image.new("RGB", size, fill)
     pen = ImageDraw.Draw(body)
-    contrast = (255, 255, 255) if sum(fill) < 380 else (40, 40, 40)
+    contrast = (190, 190, 190) if sum(fill) < 380 else (40, 40, 40)
     if pattern == "striped":
         for x in range(0, IMAGE_SIZE, 8):
             pen.rectangle((x, 0, x + 2, IMAGE_SIZE), fill=contrast)
     elif pattern == "polka dot":
         for x in range(6, IMAGE_SIZE, 12):
             for y in range(6, IMAGE_SIZE, 12):
-                pen.ellipse((x - 2, y - 2, x + 2, y + 2), fill=contrast)
+                pen.rectangle((x - 1, y - 1, x + 1, y + 1), fill=contrast)
     elif pattern == "checked":
         for x in range(0, IMAGE_SIZE, 8):
             for y in range(0, IMAGE_SIZE, 8):
                 if (x + y) // 8 % 2:
-                    pen.rectangle((x + 2, y + 2, x + 5, y + 5), fill=contrast)
+                    pen.rectangle((x + 1, y + 1, x + 6, y + 6), fill=contrast)
     mask = Image.new("L", size, 0)
     _paint_shape(ImageDraw.Draw(mask), shape, 255)
-    image = Image.new("RGB", size, (250, 250, 250))
+    image = Image.new("RGB", size, BACKGROUND)
     image.paste(body, mask=mask)
+    _paint_shape(ImageDraw.Draw(image), shape, None, outline=(90, 90, 90))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from neggen.cli import main
+from neggen_core.config import load_config
+from neggen_core.errors import ArtifactError
+from neggen_core.stages import built_ref
 
 
 def _mtimes(folder: str) -> dict[str, int]:
@@ -19,27 +22,42 @@ def _mtimes(folder: str) -> dict[str, int]:
     }
 
 
+def _uris(out: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in out.strip().splitlines() if ": " in line)
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_run_builds_then_skips_and_status_reports(
     root: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", "--set", f"artifacts.root={root}"]) == 0
+    settings = ["--set", f"artifacts.root={root}", "--set", "llm.zero_shot=false"]
+    assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
-    path = out.strip().removeprefix("ingest: ")
-    assert Path(path, "manifest.json").is_file()
-    assert "ingest: built version" in out + err
-    before = _mtimes(path)
+    uris = _uris(out)
+    assert set(uris) == {"ingest", "attributes"}
+    assert all(Path(uri, "manifest.json").is_file() for uri in uris.values())
+    assert "ingest: built version" in out + err and "attributes: built version" in out + err
+    before = {stage: _mtimes(uri) for stage, uri in uris.items()}
 
-    assert main(["run", "--set", f"artifacts.root={root}", "--until", "ingest"]) == 0
+    assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
-    assert "already built" in out + err and "skipped" in out + err
-    assert _mtimes(path) == before
+    assert (out + err).count("already built") == 2 and "skipped" in out + err
+    assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
 
-    assert main(["status", "--json", "--set", f"artifacts.root={root}"]) == 0
+    assert main(["run", *settings, "--from", "attributes"]) == 0
+    assert set(_uris(capfd.readouterr().out)) == {"attributes"}
+
+    assert main(["status", "--json", *settings]) == 0
     report = json.loads(capfd.readouterr().out)
     assert report["dataset"] == "demo-small"
-    assert report["stages"]["ingest"]["path"] == path
-    assert report["stages"]["ingest"]["complete"] and report["stages"]["ingest"]["up_to_date"]
+    for stage, uri in uris.items():
+        assert report["stages"][stage]["path"] == uri
+        assert report["stages"][stage]["complete"] and report["stages"][stage]["up_to_date"]
+
+
+def test_from_a_stage_that_was_never_built_is_a_clear_error(root: str) -> None:
+    with pytest.raises(ArtifactError, match="stage 'ingest' is not built for this config"):
+        built_ref(load_config(None, [f"artifacts.root={root}"]), "ingest")
 
 
 def test_status_of_nothing_built(root: str, capfd: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,1 @@
+"""LLM backends (vLLM server, offline), prompt templates, the response cache."""

@@ -1,0 +1,48 @@
+"""One interface over the LLM backends, chosen by `llm.backend`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from neggen_core.artifacts.store import ArtifactStore
+from neggen_core.config import NeggenConfig
+from neggen_core.llm.models import ExtractionResult, ItemInput
+
+OFFLINE_EXTRACTOR_VERSION = 1
+
+
+class Backend(Protocol):
+    """Answers template 1 for batches of items."""
+
+    name: str
+    model: str
+    marks_keys: bool  # True: the backend marks is_key itself; False: the stage chooses keys
+
+    @property
+    def source(self) -> str:
+        """`backend/model`, recorded on every output row."""
+        ...
+
+    def extract(self, items: Sequence[ItemInput]) -> list[ExtractionResult]: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the stage report: requests sent, cache hits, tokens."""
+        ...
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    """The part of the LLM config that changes answers."""
+    llm = config.llm
+    return {
+        "backend": llm.backend,
+        "zero_shot": llm.zero_shot,
+        "extractor_version": OFFLINE_EXTRACTOR_VERSION,
+    }
+
+
+def open_backend(config: NeggenConfig, store: ArtifactStore) -> Backend:
+    """The configured backend."""
+    from neggen_core.llm.offline import OfflineBackend, ZeroShot, bundled_encoder
+
+    return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None)
