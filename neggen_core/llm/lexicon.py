@@ -248,7 +248,7 @@ _COUNTED = "|".join(
         "outlets?",
     ]
 )
-_PATTERNS: dict[str, list[tuple[re.Pattern[str], str]]] = {
+_PATTERNS: dict[str, list[tuple[re.Pattern[str], str]]] = {  # most specific first
     "quantity": [
         (re.compile(r"(?:pack|box|set|case|bag|carton) of (\d+)", re.I), "{0}"),
         (re.compile(rf"(\d+)[- ]?(?:{_COUNTED})\b", re.I), "{0}"),
@@ -309,7 +309,8 @@ def _unit(text: str) -> str:
 
 
 def find_attributes(text: str) -> Iterator[Found]:
-    """Every lexicon and pattern match in `text`, in order of appearance per attribute."""
+    """Every lexicon and pattern match in `text`. A pattern's match is blanked out for the
+    patterns after it ("8.5 x 11 inches" is dimensions, not also a length of 11 inches)."""
     for name, pattern in _LEXICON_PATTERNS.items():
         for match in pattern.finditer(text):
             yield Found(name, _SYNONYMS[name][match.group(1).lower()], match.start())
@@ -321,6 +322,11 @@ def find_attributes(text: str) -> Iterator[Found]:
                 ]
                 value = template.format(*groups).strip()
                 yield Found(name, value.replace(",", "."), match.start())
+                text = (
+                    text[: match.start()]
+                    + " " * (match.end() - match.start())
+                    + text[match.end() :]
+                )
 
 
 def nearest_colour(rgb: Sequence[float]) -> str:

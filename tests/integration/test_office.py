@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -69,3 +70,24 @@ def test_office_counts_and_exact_split(root: str) -> None:
     assert tenfold.ref.version != outcome.ref.version
     assert store.exists("ingest", outcome.ref.version)
     assert store.manifest("ingest", tenfold.ref.version).tables["users"].rows < 4905
+
+
+def test_office_attributes_offline(root: str) -> None:
+    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={root}"])
+    ingest = run_stage(config, "ingest", {}).ref
+    outcome = run_stage(config, "attributes", {"ingest": ingest})
+    store = open_store(config)
+    report = store.read_json(outcome.ref, "report.json")
+    assert report["items"] == 2420 and report["items_covered"] == 2420
+    assert report["share_with_key_attribute"] >= 0.95, report["share_with_key_attribute"]
+    assert report["items_with_image"] == 0
+    assert set(report["attributes_per_modality"]) == {"text"}
+    manifest = store.manifest("attributes", outcome.ref.version)
+    assert manifest.upstream == {"ingest": ingest.version}
+
+    files = {p: p.stat().st_mtime_ns for p in Path(outcome.ref.uri).rglob("*") if p.is_file()}
+    again = run_stage(config, "attributes", {"ingest": ingest})
+    assert again.skipped and again.ref == outcome.ref
+    assert {
+        p: p.stat().st_mtime_ns for p in Path(outcome.ref.uri).rglob("*") if p.is_file()
+    } == files
