@@ -81,13 +81,36 @@ class IngestConfig(StrictModel):
     )
 
 
+class VllmConfig(StrictModel):
+    base_url: str = Field(
+        "http://localhost:8000/v1", description="The vLLM server's OpenAI-compatible API root."
+    )
+    model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="The served model's name.")
+    api_key_env: str | None = Field(
+        "VLLM_API_KEY", description="Environment variable holding the API key (never the key)."
+    )
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        4, ge=0, description="Retries on timeouts, connection errors, 429, 5xx."
+    )
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles, with jitter.")
+    backoff_max_s: float = Field(20.0, ge=0, description="Longest retry delay.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
+    max_tokens: int = Field(1024, ge=16, description="Reply token limit.")
+    seed: int = Field(0, description="Sampling seed sent with every request.")
+
+
 class LlmConfig(StrictModel):
-    backend: Literal["offline"] = Field(
-        "offline", description="offline: lexicons, sentence encoder, Pillow; CPU, no network."
+    backend: Literal["offline", "vllm"] = Field(
+        "offline",
+        description="offline: lexicons, sentence encoder, Pillow (CPU, no network); "
+        "vllm: a vLLM server's OpenAI-compatible API.",
     )
     zero_shot: bool = Field(
         True, description="Offline: match material and style with the sentence encoder."
     )
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
 
 
 class AttributesConfig(StrictModel):

@@ -20,3 +20,7 @@ class ArtifactError(NeggenError):
 
 class InputFormatError(NeggenError):
     """An input file cannot be read at all (malformed records are quarantined instead)."""
+
+
+class BackendError(NeggenError):
+    """An LLM backend cannot be used (no server answers, the model is not served)."""

@@ -128,7 +128,8 @@ class ArtifactStore:
         self.fs, base = fsspec.core.url_to_fs(root)
         # pyarrow's own local IO is faster than going through fsspec's Python file objects
         self.arrow_fs = None if isinstance(self.fs, LocalFileSystem) else self.fs
-        self._base = posixpath.join(base.rstrip("/") or "/", dataset)
+        self.root_path = base.rstrip("/") or "/"
+        self._base = posixpath.join(self.root_path, dataset)
 
     def _stage_dir(self, stage: str) -> str:
         return posixpath.join(self._base, stage)

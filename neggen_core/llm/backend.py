@@ -32,17 +32,33 @@ class Backend(Protocol):
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The part of the LLM config that changes answers."""
+    """The part of the LLM config that changes answers (never keys, timeouts, concurrency)."""
     llm = config.llm
+    if llm.backend == "offline":
+        return {
+            "backend": "offline",
+            "zero_shot": llm.zero_shot,
+            "extractor_version": OFFLINE_EXTRACTOR_VERSION,
+        }
     return {
-        "backend": llm.backend,
-        "zero_shot": llm.zero_shot,
-        "extractor_version": OFFLINE_EXTRACTOR_VERSION,
+        "backend": "vllm",
+        "model": llm.vllm.model,
+        "temperature": llm.vllm.temperature,
+        "max_tokens": llm.vllm.max_tokens,
+        "seed": llm.vllm.seed,
     }
 
 
 def open_backend(config: NeggenConfig, store: ArtifactStore) -> Backend:
-    """The configured backend."""
+    """The configured backend; the vLLM one checks its server first and keeps its response
+    cache under the artifact root."""
+    if config.llm.backend == "vllm":
+        from neggen_core.llm.cache import ResponseCache
+        from neggen_core.llm.vllm import VllmBackend
+
+        backend = VllmBackend(config.llm.vllm, ResponseCache.under(store))
+        backend.check_health()
+        return backend
     from neggen_core.llm.offline import OfflineBackend, ZeroShot, bundled_encoder
 
     return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None)

@@ -1,0 +1,58 @@
+"""The response cache: every model reply, stored under a key of what determines it, so that a
+rerun, or another stage version with the same inputs, never sends the same request twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+
+from neggen_core.artifacts.store import ArtifactStore
+
+CACHE_DIR = "_cache/llm"
+
+
+def request_key(model: str, prompt_version: str, payload: Any, sampling: dict[str, Any]) -> str:
+    """The cache key of one request: model, prompt version, hash of the exact input (messages,
+    images included), sampling parameters."""
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    canonical = json.dumps(
+        {"model": model, "prompt_version": prompt_version, "input": digest, "sampling": sampling},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    """One JSON file per reply, written atomically, on any fsspec filesystem."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root
+
+    @classmethod
+    def under(cls, store: ArtifactStore) -> ResponseCache:
+        """The cache shared by every dataset under an artifact root."""
+        return cls(store.fs, posixpath.join(store.root_path, CACHE_DIR))
+
+    def _path(self, key: str) -> str:
+        return posixpath.join(self.root, key[:2], f"{key}.json")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self.fs.open(self._path(key), "r") as handle:
+                return json.load(handle)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, reply: dict[str, Any]) -> None:
+        path = self._path(key)
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "w") as handle:
+            json.dump(reply, handle)
+        self.fs.mv(tmp, path)

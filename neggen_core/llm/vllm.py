@@ -1,0 +1,235 @@
+"""The vLLM backend: a vLLM server's OpenAI-compatible Chat Completions API, over HTTP.
+
+vLLM is an external service (`vllm serve <model>`), never a dependency of this package. Images
+go as `image_url` parts (base64 data URIs for local files, URLs as they are); replies are
+constrained with `response_format` = the JSON schema of `Extraction` and validated back through
+it. Requests run concurrently (bounded), each with a timeout; timeouts, connection errors, 429
+and 5xx are retried with exponential backoff and jitter, nothing else is. An invalid reply gets
+one repair request; if that is invalid too the item is recorded `invalid` with the reason.
+Every reply is cached (`cache.py`) before it is used, so no request is ever paid for twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+import httpx
+from pydantic import ValidationError
+
+from neggen_core.config import VllmConfig
+from neggen_core.errors import BackendError
+from neggen_core.llm.cache import ResponseCache, request_key
+from neggen_core.llm.models import Extraction, ExtractionResult, ItemInput
+from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+REPAIR = (
+    "Your reply was not valid JSON for the required schema ({error}). "
+    "Reply again with only the corrected JSON object."
+)
+
+
+class TransientError(Exception):
+    """A failure worth retrying: timeout, connection error, 429 or 5xx."""
+
+
+def image_part(uri: str) -> dict[str, Any]:
+    """An `image_url` content part: URLs as they are, local files as base64 data URIs."""
+    if uri.startswith(("http://", "https://", "data:")):
+        return {"type": "image_url", "image_url": {"url": uri}}
+    with fsspec.open(uri, "rb") as handle:
+        data = handle.read()
+    mime = mimetypes.guess_type(uri)[0] or "image/png"
+    encoded = base64.b64encode(data).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{encoded}"}}
+
+
+def extraction_messages(item: ItemInput) -> list[dict[str, Any]]:
+    """Template 1's chat messages for one item."""
+    template = load_template(DESCRIBE_EXTRACT)
+    note = "The item's image is attached." if item.image_uri else "The item has no image."
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": template.render(item_text=item.text(), image_note=note)}
+    ]
+    if item.image_uri:
+        content.append(image_part(item.image_uri))
+    return [{"role": "user", "content": content}]
+
+
+def response_format() -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "extraction", "schema": Extraction.model_json_schema()},
+    }
+
+
+class VllmBackend:
+    """Template 1 answered by a model served by vLLM."""
+
+    name = "vllm"
+    marks_keys = True
+
+    def __init__(self, config: VllmConfig, cache: ResponseCache) -> None:
+        self.config = config
+        self.model = config.model
+        self.cache = cache
+        self.prompt_version = load_template(DESCRIBE_EXTRACT).version
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._random = random.Random()
+        self.counters = {
+            "requests_sent": 0,
+            "cache_hits": 0,
+            "retries": 0,
+            "repairs": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
+
+    @property
+    def source(self) -> str:
+        return f"{self.name}/{self.model}"
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.counters)
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            "seed": self.config.seed,
+        }
+
+    def check_health(self) -> None:
+        """The server answers and serves the model; otherwise a clear error saying how to
+        start one."""
+        url = f"{self.config.base_url.rstrip('/')}/models"
+        how = (
+            f"start one with `vllm serve {self.model}` or `docker compose --profile gpu up vllm`, "
+            "or set llm.vllm.base_url"
+        )
+        try:
+            reply = httpx.get(url, headers=self._headers, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"no vLLM server answers at {url} ({exc}); {how}") from exc
+        if reply.status_code != 200:
+            raise BackendError(f"{url} answered HTTP {reply.status_code}; {how}")
+        served = [m.get("id") for m in reply.json().get("data", [])]
+        if self.model not in served:
+            raise BackendError(
+                f"{url} does not serve {self.model!r} (it serves {served}); "
+                f"set llm.vllm.model or start the server with `vllm serve {self.model}`"
+            )
+
+    def extract(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
+        return asyncio.run(self._extract_all(items))
+
+    async def _extract_all(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
+        limits = httpx.Limits(max_connections=self.config.concurrency)
+        gate = asyncio.Semaphore(self.config.concurrency)
+        async with httpx.AsyncClient(
+            base_url=self.config.base_url, headers=self._headers, limits=limits
+        ) as client:
+            return list(await asyncio.gather(*(self._one(client, gate, i) for i in items)))
+
+    async def _one(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, item: ItemInput
+    ) -> ExtractionResult:
+        messages = extraction_messages(item)
+        try:
+            content = await self._complete(client, gate, messages)
+        except (TransientError, BackendError) as exc:
+            return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=str(exc))
+        try:
+            return self._valid(item, content)
+        except ValueError as first:
+            self.counters["repairs"] += 1
+            repair = [
+                *messages,
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": REPAIR.format(error=_short(first))},
+            ]
+            try:
+                content = await self._complete(client, gate, repair)
+                return self._valid(item, content)
+            except (TransientError, BackendError) as exc:
+                return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=str(exc))
+            except ValueError as second:
+                reason = f"invalid reply after one repair: {_short(second)}"
+                return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=reason)
+
+    def _valid(self, item: ItemInput, content: str) -> ExtractionResult:
+        try:
+            extraction = Extraction.model_validate_json(content)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"] if exc.errors() else str(exc)) from exc
+        return ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
+
+    async def _complete(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, messages: list[dict[str, Any]]
+    ) -> str:
+        """The reply's content for these messages: from the cache, or from the server."""
+        key = request_key(self.model, self.prompt_version, messages, self.sampling())
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.counters["cache_hits"] += 1
+            return str(cached["content"])
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "response_format": response_format(),
+            **self.sampling(),
+        }
+        reply = await self._post(client, gate, body)
+        usage = reply.get("usage") or {}
+        self.counters["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+        self.counters["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        try:
+            content = str(reply["choices"][0]["message"]["content"])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"reply without choices[0].message.content: {reply!r:.200}") from exc
+        self.cache.put(key, {"content": content, "usage": usage})
+        return content
+
+    async def _post(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST with retries on transient failures only, exponential backoff with jitter."""
+        attempt = 0
+        while True:
+            try:
+                async with gate:
+                    self.counters["requests_sent"] += 1
+                    response = await client.post(
+                        "/chat/completions", json=body, timeout=self.config.timeout_s
+                    )
+                if response.status_code in RETRY_STATUSES:
+                    raise TransientError(f"HTTP {response.status_code}: {response.text[:200]}")
+                if response.status_code != 200:
+                    raise BackendError(f"HTTP {response.status_code}: {response.text[:300]}")
+                try:
+                    return response.json()  # type: ignore[no-any-return]
+                except ValueError as exc:
+                    raise TransientError(
+                        f"a reply that is not JSON: {response.text[:200]}"
+                    ) from exc
+            except (TransientError, httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt >= self.config.max_retries:
+                    raise TransientError(
+                        f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
+                    ) from exc
+                delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
+                self.counters["retries"] += 1
+                attempt += 1
+                await asyncio.sleep(delay / 2 + self._random.uniform(0, delay / 2))
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:200]

@@ -1,0 +1,161 @@
+"""The vLLM backend against a stand-in server that speaks vLLM's protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS
+from neggen_core.config import NeggenConfig, VllmConfig, load_config
+from neggen_core.errors import BackendError
+from neggen_core.llm.cache import ResponseCache
+from neggen_core.llm.models import ItemInput
+from neggen_core.llm.vllm import VllmBackend, extraction_messages, response_format
+from neggen_core.stages import open_store, run_stage
+from tests.standin_server import MODEL, Settings, StandIn, validate
+
+FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.0, seed=3)
+
+
+def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
+    return load_config(
+        None,
+        [
+            f"artifacts.root={root}",
+            "llm.backend=vllm",
+            f"llm.vllm.base_url={server.base_url}",
+            f"llm.vllm.model={MODEL}",
+            "llm.vllm.timeout_s=0.4",
+            "llm.vllm.backoff_s=0.01",
+            "llm.vllm.backoff_max_s=0.05",
+            "llm.vllm.concurrency=16",
+            "attributes.batch_size=64",
+            *more,
+        ],
+    )
+
+
+def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
+    config = VllmConfig(base_url="http://127.0.0.1:9/v1", model="m")
+    backend = VllmBackend(config, ResponseCache.__new__(ResponseCache))
+    with pytest.raises(
+        BackendError, match=r"no vLLM server answers at http://127.0.0.1:9/v1/models .*vllm serve m"
+    ):
+        backend.check_health()
+    with StandIn() as server:
+        wrong = VllmBackend(
+            VllmConfig(base_url=server.base_url, model="other"),
+            ResponseCache.__new__(ResponseCache),
+        )
+        with pytest.raises(
+            BackendError, match=rf"does not serve 'other' \(it serves \['{MODEL}'\]\)"
+        ):
+            wrong.check_health()
+
+
+def test_requests_follow_the_protocol(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 20)
+    item = ItemInput(
+        item_idx=1,
+        title="Red Mug",
+        description=None,
+        brand=None,
+        categories=("Home",),
+        image_uri=str(image),
+    )
+    messages = extraction_messages(item)
+    parts = messages[0]["content"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    body = {"model": MODEL, "messages": messages, "response_format": response_format()}
+    assert validate(body, Settings()) is None
+    url_item = item.model_copy(update={"image_uri": "https://example.com/a.jpg"})
+    assert (
+        extraction_messages(url_item)[0]["content"][1]["image_url"]["url"]
+        == "https://example.com/a.jpg"
+    )
+    assert "schema" in response_format()["json_schema"]
+    with StandIn() as server:
+        reply = httpx.post(
+            f"{server.base_url}/chat/completions", json={**body, "response_format": {}}
+        )
+        assert reply.status_code == 400 and "response_format" in reply.text
+
+
+def test_stage_with_faults_loses_nothing_and_a_rerun_sends_nothing(root: str) -> None:
+    with StandIn(FAULTS) as server:
+        config = _config(root, server)
+        ingest = run_stage(config, "ingest", {}).ref
+        outcome = run_stage(config, "attributes", {"ingest": ingest})
+        stats = server.tally.snapshot()
+    store = open_store(config)
+    items = store.read_frame(ingest, "items", ITEMS)
+    descriptions = store.read_frame(outcome.ref, "descriptions", DESCRIPTIONS)
+    text = descriptions.filter(pl.col("modality") == "text")
+    assert sorted(text.get_column("item_idx").to_list()) == sorted(
+        items.get_column("item_idx").to_list()
+    )
+    assert descriptions.select("item_idx", "modality").is_unique().all()
+    assert set(text.get_column("status")) <= {"ok", "invalid"}
+    invalid = text.filter(pl.col("status") == "invalid")
+    assert invalid.get_column("reason").null_count() == 0
+    assert text.filter(pl.col("status") == "ok").height > 0.9 * items.height
+    assert stats["rejected"] == 0 and stats["answered_twice"] == 0
+    assert (
+        stats["faults"]["5xx"] > 0
+        and stats["faults"]["timeout"] > 0
+        and stats["faults"]["malformed"] > 0
+    )
+    report = store.read_json(outcome.ref, "report.json")
+    # attempts that timed out before the server read them count on the client side only
+    assert stats["requests"] <= report["requests_sent"] <= stats["requests"] + report["retries"]
+    assert report["prompt_tokens"] > 0
+    attributes = store.read_frame(outcome.ref, "attributes", ATTRIBUTES)
+    assert attributes.filter(pl.col("modality") == "image").height > 0
+    assert attributes.get_column("source").unique().to_list() == [f"vllm/{MODEL}"]
+
+    # a new stage version with the same inputs (another batch size) asks the server nothing
+    with StandIn(FAULTS) as server:
+        again = _config(root, server, "attributes.batch_size=100")
+        rebuilt = run_stage(again, "attributes", {"ingest": ingest})
+        assert rebuilt.ref.version != outcome.ref.version
+        assert server.tally.snapshot()["requests"] == 0
+    assert store.read_json(rebuilt.ref, "report.json")["cache_hits"] > 0
+
+
+def test_killed_run_resumes_without_sending_a_request_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with StandIn(FAULTS) as server:
+        clean = _config(str(tmp_path / "clean"), server)
+        ingest = run_stage(clean, "ingest", {}).ref
+        reference = run_stage(clean, "attributes", {"ingest": ingest}).ref
+
+    original = VllmBackend.extract
+    batches: list[int] = []
+
+    def killed_at_the_third_batch(self: VllmBackend, items: list[ItemInput]) -> object:
+        batches.append(len(items))
+        if len(batches) == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self, items)
+
+    with StandIn(FAULTS) as server:
+        config = _config(str(tmp_path / "killed"), server)
+        ingest = run_stage(config, "ingest", {}).ref
+        monkeypatch.setattr(VllmBackend, "extract", killed_at_the_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(config, "attributes", {"ingest": ingest})
+        monkeypatch.setattr(VllmBackend, "extract", original)
+        resumed = run_stage(config, "attributes", {"ingest": ingest}).ref
+        stats = server.tally.snapshot()
+    assert stats["answered_twice"] == 0
+    assert resumed.version == reference.version
+    store, clean_store = open_store(config), open_store(clean)
+    for table, schema in (("attributes", ATTRIBUTES), ("descriptions", DESCRIPTIONS)):
+        a = store.read_frame(resumed, table, schema).drop("text", strict=False)
+        b = clean_store.read_frame(reference, table, schema).drop("text", strict=False)
+        assert a.equals(b), table
