@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import mimetypes
 import os
 import random
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
+import aiohttp
 import fsspec
-import httpx
 from pydantic import ValidationError
 
 from neggen_core.config import VllmConfig
@@ -63,6 +65,7 @@ def extraction_messages(item: ItemInput) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
+@cache
 def response_format() -> dict[str, Any]:
     return {
         "type": "json_schema",
@@ -115,13 +118,23 @@ class VllmBackend:
             f"start one with `vllm serve {self.model}` or `docker compose --profile gpu up vllm`, "
             "or set llm.vllm.base_url"
         )
+
+        async def models() -> tuple[int, Any]:
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with (
+                aiohttp.ClientSession(headers=self._headers, timeout=timeout) as session,
+                session.get(url) as reply,
+            ):
+                return reply.status, await reply.json() if reply.status == 200 else None
+
         try:
-            reply = httpx.get(url, headers=self._headers, timeout=10.0)
-        except httpx.HTTPError as exc:
-            raise BackendError(f"no vLLM server answers at {url} ({exc}); {how}") from exc
-        if reply.status_code != 200:
-            raise BackendError(f"{url} answered HTTP {reply.status_code}; {how}")
-        served = [m.get("id") for m in reply.json().get("data", [])]
+            status, listing = asyncio.run(models())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise BackendError(f"no vLLM server answers at {url} ({detail}); {how}") from exc
+        if status != 200:
+            raise BackendError(f"{url} answered HTTP {status}; {how}")
+        served = [m.get("id") for m in (listing or {}).get("data", [])]
         if self.model not in served:
             raise BackendError(
                 f"{url} does not serve {self.model!r} (it serves {served}); "
@@ -132,15 +145,13 @@ class VllmBackend:
         return asyncio.run(self._extract_all(items))
 
     async def _extract_all(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
-        limits = httpx.Limits(max_connections=self.config.concurrency)
         gate = asyncio.Semaphore(self.config.concurrency)
-        async with httpx.AsyncClient(
-            base_url=self.config.base_url, headers=self._headers, limits=limits
-        ) as client:
+        connector = aiohttp.TCPConnector(limit=self.config.concurrency)
+        async with aiohttp.ClientSession(headers=self._headers, connector=connector) as client:
             return list(await asyncio.gather(*(self._one(client, gate, i) for i in items)))
 
     async def _one(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, item: ItemInput
+        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, item: ItemInput
     ) -> ExtractionResult:
         messages = extraction_messages(item)
         try:
@@ -173,7 +184,7 @@ class VllmBackend:
         return ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
 
     async def _complete(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, messages: list[dict[str, Any]]
+        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, messages: list[dict[str, Any]]
     ) -> str:
         """The reply's content for these messages: from the cache, or from the server."""
         key = request_key(self.model, self.prompt_version, messages, self.sampling())
@@ -199,28 +210,33 @@ class VllmBackend:
         return content
 
     async def _post(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, body: dict[str, Any]
+        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, body: dict[str, Any]
     ) -> dict[str, Any]:
         """POST with retries on transient failures only, exponential backoff with jitter."""
+        url = f"{self.config.base_url.rstrip('/')}/chat/completions"
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        transient = (
+            TransientError,
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+        )
         attempt = 0
         while True:
             try:
                 async with gate:
                     self.counters["requests_sent"] += 1
-                    response = await client.post(
-                        "/chat/completions", json=body, timeout=self.config.timeout_s
-                    )
-                if response.status_code in RETRY_STATUSES:
-                    raise TransientError(f"HTTP {response.status_code}: {response.text[:200]}")
-                if response.status_code != 200:
-                    raise BackendError(f"HTTP {response.status_code}: {response.text[:300]}")
+                    async with client.post(url, json=body, timeout=timeout) as response:
+                        status, text = response.status, await response.text()
+                if status in RETRY_STATUSES:
+                    raise TransientError(f"HTTP {status}: {text[:200]}")
+                if status != 200:
+                    raise BackendError(f"HTTP {status}: {text[:300]}")
                 try:
-                    return response.json()  # type: ignore[no-any-return]
+                    return json.loads(text)  # type: ignore[no-any-return]
                 except ValueError as exc:
-                    raise TransientError(
-                        f"a reply that is not JSON: {response.text[:200]}"
-                    ) from exc
-            except (TransientError, httpx.TimeoutException, httpx.TransportError) as exc:
+                    raise TransientError(f"a reply that is not JSON: {text[:200]}") from exc
+            except transient as exc:
                 if attempt >= self.config.max_retries:
                     raise TransientError(
                         f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import httpx
 import polars as pl
 import pytest
 
@@ -79,10 +81,15 @@ def test_requests_follow_the_protocol(tmp_path: Path) -> None:
     )
     assert "schema" in response_format()["json_schema"]
     with StandIn() as server:
-        reply = httpx.post(
-            f"{server.base_url}/chat/completions", json={**body, "response_format": {}}
+        request = urllib.request.Request(
+            f"{server.base_url}/chat/completions",
+            data=json.dumps({**body, "response_format": {}}).encode(),
+            headers={"Content-Type": "application/json"},
         )
-        assert reply.status_code == 400 and "response_format" in reply.text
+        with pytest.raises(urllib.error.HTTPError) as rejected:
+            urllib.request.urlopen(request, timeout=5)
+        assert rejected.value.code == 400
+        assert "response_format" in rejected.value.read().decode()
 
 
 def test_stage_with_faults_loses_nothing_and_a_rerun_sends_nothing(root: str) -> None:
