@@ -25,11 +25,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from neggen_core.artifacts.schemas import ITEMS  # noqa: E402
+from neggen_core.attributes.stage import item_inputs  # noqa: E402
 from neggen_core.config import VllmConfig, load_config  # noqa: E402
 from neggen_core.llm.cache import ResponseCache  # noqa: E402
 from neggen_core.llm.models import ItemInput  # noqa: E402
 from neggen_core.llm.vllm import VllmBackend  # noqa: E402
-from tests.standin_server import MODEL  # noqa: E402
+from tests.standin_server import MODEL, wait_until_healthy  # noqa: E402
 
 
 def bench_vllm(requests: int, concurrency: int, latency: float) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def bench_vllm(requests: int, concurrency: int, latency: float) -> dict[str, Any
     try:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
+        wait_until_healthy(base_url)
         with tempfile.TemporaryDirectory() as cache_dir:
             import fsspec
 
@@ -92,18 +94,8 @@ def bench_offline() -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as root:
         config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={root}"])
         ingest = run_stage(config, "ingest", {}).ref
-        items = open_store(config).read_frame(ingest, "items", ITEMS).sort("item_idx")
-    inputs = [
-        ItemInput(
-            item_idx=r["item_idx"],
-            title=r["title"],
-            description=r["description"],
-            brand=r["brand"],
-            categories=tuple(r["categories"]),
-            image_uri=r["image_uri"],
-        )
-        for r in items.iter_rows(named=True)
-    ]
+        items = open_store(config).read_frame(ingest, "items", ITEMS)
+    inputs = item_inputs(items)
     started = time.perf_counter()
     encoder = bundled_encoder()
     load = time.perf_counter() - started

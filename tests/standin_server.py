@@ -19,6 +19,7 @@ import random
 import re
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,6 +231,21 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
     return Handler
 
 
+def wait_until_healthy(base_url: str, seconds: float = 10.0) -> None:
+    """Poll the server's /health until it answers 200."""
+    health = base_url.removesuffix("/v1") + "/health"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(health, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
+
+
 class StandIn:
     """The server on a free loopback port, in a background thread."""
 
@@ -246,6 +262,7 @@ class StandIn:
 
     def __enter__(self) -> StandIn:
         self.thread.start()
+        wait_until_healthy(self.base_url)
         return self
 
     def __exit__(self, *_: object) -> None:
