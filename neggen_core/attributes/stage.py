@@ -105,9 +105,11 @@ def item_categories(items: pl.DataFrame, level: int) -> pl.DataFrame:
 
 def _mark_keys(
     writer: ArtifactWriter, keys: pl.DataFrame, categories: pl.DataFrame, parts: list[int]
-) -> None:
-    """Rewrite every attributes part with `is_key` from the chosen key features."""
+) -> pl.DataFrame:
+    """Rewrite every attributes part with `is_key` from the chosen key features; returns all
+    the marked rows."""
     key_set = keys.select("category", "modality", "name").with_columns(pl.lit(True).alias("key"))
+    marked_parts = []
     for part in parts:
         frame = pl.from_arrow(writer.read_part("attributes", part))
         assert isinstance(frame, pl.DataFrame)
@@ -118,6 +120,8 @@ def _mark_keys(
             .select(ATTRIBUTES.names)
         )
         writer.write_table("attributes", marked, part=part)
+        marked_parts.append(marked)
+    return pl.concat(marked_parts) if marked_parts else pl.DataFrame(schema=pl.Schema(ATTRIBUTES))
 
 
 def build(
@@ -164,19 +168,7 @@ def build(
             "category", "item_idx", "modality", "name"
         )
         keys = choose_keys(scores, presence, config.attributes.key_features)
-        _mark_keys(writer, keys, categories, parts)
-        attributes = (
-            attributes.drop("is_key")
-            .join(categories, on="item_idx")
-            .join(
-                keys.select("category", "modality", "name").with_columns(
-                    pl.lit(True).alias("is_key")
-                ),
-                on=["category", "modality", "name"],
-                how="left",
-            )
-            .with_columns(pl.col("is_key").fill_null(False))
-        )
+        attributes = _mark_keys(writer, keys, categories, parts)
     writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))
 
     descriptions = (
