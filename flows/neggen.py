@@ -9,6 +9,7 @@ from neggen_core.config import load_config
 from neggen_core.stages import built_ref, select_stages
 from tasks.attributes import attributes
 from tasks.ingest import ingest
+from tasks.negatives import negatives
 
 
 @flow(name="neggen")
@@ -32,4 +33,6 @@ def neggen(
         built["ingest"] = ingest(config)
     if "attributes" in selected:
         built["attributes"] = attributes(config, upstream("ingest"))
+    if "negatives" in selected:
+        built["negatives"] = negatives(config, upstream("ingest"), upstream("attributes"))
     return {name: ref.uri for name, ref in built.items()}

@@ -121,6 +121,24 @@ class AttributesConfig(StrictModel):
     )
 
 
+class NegativesConfig(StrictModel):
+    per_item: int = Field(4, ge=1, description="Negatives per positive item.")
+    interventions: int = Field(1, ge=1, le=2, description="Key features changed per negative.")
+    image_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of interventions on the image modality, for items "
+        "that have key features in both.",
+    )
+    round: int = Field(1, ge=1, description="A new round is a fresh set of negatives (new seed).")
+    per_user: bool = Field(
+        False, description="Negatives per (user, train item) instead of per item (small data)."
+    )
+    batch_size: int = Field(512, ge=1, description="Items (or pairs) per part file.")
+    seed: int = Field(0, description="Base seed; each round derives its own.")
+
+
 class NeggenConfig(StrictModel):
     """The whole pipeline's configuration."""
 
@@ -129,6 +147,7 @@ class NeggenConfig(StrictModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     attributes: AttributesConfig = Field(default_factory=AttributesConfig)
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
 
 def _is_uri(path: str) -> bool:

@@ -20,6 +20,7 @@ from neggen_core.attributes import stage as attributes_stage
 from neggen_core.config import NeggenConfig
 from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.ingest import stage as ingest_stage
+from neggen_core.negatives import stage as negatives_stage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,15 @@ STAGES: dict[str, StageSpec] = {
         tables=attributes_stage.TABLES,
         version_config=attributes_stage.version_config,
         build=attributes_stage.build,
+        resumable=True,
+    ),
+    "negatives": StageSpec(
+        name="negatives",
+        upstream=("ingest", "attributes"),
+        schema_version=negatives_stage.SCHEMA_VERSION,
+        tables=negatives_stage.TABLES,
+        version_config=negatives_stage.version_config,
+        build=negatives_stage.build,
         resumable=True,
     ),
 }

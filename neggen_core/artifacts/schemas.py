@@ -93,6 +93,33 @@ KEY_FEATURES = pa.schema(
     ]
 )
 
+INTERVENTION = pa.struct(
+    [
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("from_value", pa.string(), nullable=False),
+        pa.field("to_value", pa.string(), nullable=False),
+    ]
+)
+
+NEGATIVES = pa.schema(
+    [
+        _field("negative_id", pa.string(), nullable=False),
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("user_idx", pa.int32()),
+        _field("modality", pa.string(), nullable=False),
+        _field("interventions", pa.list_(INTERVENTION), nullable=False),
+        _field("text", pa.string()),
+        _field("visual_description", pa.string()),
+        _field("status", pa.string(), nullable=False),
+        _field("reason", pa.string()),
+        _field("possible_false_negative", pa.bool_(), nullable=False),
+        _field("round", pa.int32(), nullable=False),
+        _field("backend", pa.string(), nullable=False),
+        _field("prompt_version", pa.string(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "users": USERS,
     "items": ITEMS,
@@ -101,6 +128,7 @@ TABLES: dict[str, pa.Schema] = {
     "attributes": ATTRIBUTES,
     "descriptions": DESCRIPTIONS,
     "key_features": KEY_FEATURES,
+    "negatives": NEGATIVES,
 }
 
 SPLITS = ("train", "valid", "test")
@@ -123,7 +151,7 @@ def _normalise(type_: pa.DataType) -> pa.DataType:
     if pa.types.is_fixed_size_list(type_):
         return pa.list_(_normalise(type_.value_type), type_.list_size)
     if pa.types.is_struct(type_):
-        return pa.struct([pa.field(f.name, _normalise(f.type), f.nullable) for f in type_])
+        return pa.struct([pa.field(f.name, _normalise(f.type)) for f in type_])
     if pa.types.is_dictionary(type_):
         return _normalise(type_.value_type)
     return type_

@@ -203,6 +203,7 @@ class Found:
     name: str
     value: str
     start: int
+    end: int
 
 
 def _alternation(forms: list[str]) -> re.Pattern[str]:
@@ -257,7 +258,7 @@ _PATTERNS: dict[str, list[tuple[re.Pattern[str], str]]] = {  # most specific fir
     "dimensions": [
         (
             re.compile(
-                rf"{_NUMBER}\s*(?:\"|in\.?|inch(?:es)?)?\s*[x\u00d7]\s*{_NUMBER}\s*(\"|in\.?|inch(?:es)?|cm|mm|ft|feet)?",
+                rf"{_NUMBER}\s*(?:\"|inch(?:es)?|in\.?)?\s*[x\u00d7]\s*{_NUMBER}\s*(\"|inch(?:es)?|in\.?|cm|mm|ft|feet)?",
                 re.I,
             ),
             "{0} x {1}",
@@ -309,11 +310,25 @@ def _unit(text: str) -> str:
 
 
 def find_attributes(text: str) -> Iterator[Found]:
-    """Every lexicon and pattern match in `text`. A pattern's match is blanked out for the
-    patterns after it ("8.5 x 11 inches" is dimensions, not also a length of 11 inches)."""
-    for name, pattern in _LEXICON_PATTERNS.items():
-        for match in pattern.finditer(text):
-            yield Found(name, _SYNONYMS[name][match.group(1).lower()], match.start())
+    """Every lexicon and pattern match in `text`. A lexicon match inside a longer one of another
+    attribute belongs to that one ("Medium" in "Medium Point" is a pen tip, not a size); a
+    pattern's match is blanked out for the patterns after it ("8.5 x 11 inches" is dimensions,
+    not also a length of 11 inches)."""
+    words = [
+        Found(name, _SYNONYMS[name][match.group(1).lower()], match.start(), match.end())
+        for name, pattern in _LEXICON_PATTERNS.items()
+        for match in pattern.finditer(text)
+    ]
+    for hit in words:
+        inside = any(
+            o.name != hit.name
+            and o.start <= hit.start
+            and hit.end <= o.end
+            and o.end - o.start > hit.end - hit.start
+            for o in words
+        )
+        if not inside:
+            yield hit
     for name, patterns in _PATTERNS.items():
         for pattern, template in patterns:
             for match in pattern.finditer(text):
@@ -321,7 +336,7 @@ def find_attributes(text: str) -> Iterator[Found]:
                     _unit(g) if g and not g[0].isdigit() else (g or "") for g in match.groups()
                 ]
                 value = template.format(*groups).strip()
-                yield Found(name, value.replace(",", "."), match.start())
+                yield Found(name, value.replace(",", "."), match.start(), match.end())
                 text = (
                     text[: match.start()]
                     + " " * (match.end() - match.start())
@@ -338,3 +353,45 @@ def nearest_colour(rgb: Sequence[float]) -> str:
             (COLOUR_RGB[n][0] - r) ** 2 + (COLOUR_RGB[n][1] - g) ** 2 + (COLOUR_RGB[n][2] - b) ** 2
         ),
     )
+
+
+_RENDER = {"quantity": "{} pack"}
+_UNIT_WORDS = {"m": "meters", "yd": "yards", "l": "liters"}
+
+
+def render_value(name: str, value: str) -> str:
+    """A surface form of `value` that `find_attributes` reads back as (name, value)."""
+    if name in _SYNONYMS:
+        forms = [form for form, canonical in _SYNONYMS[name].items() if canonical == value]
+        return value if value in forms or not forms else forms[0]
+    number, _, unit = value.rpartition(" ")
+    if number and unit in _UNIT_WORDS:
+        value = f"{number} {_UNIT_WORDS[unit]}"
+    return _RENDER.get(name, "{}").format(value)
+
+
+def rewrite(text: str, name: str, old: str, new: str) -> str:
+    """`text` with every mention of attribute `name` valued `old` replaced by `new`, keeping a
+    capitalised mention capitalised."""
+    hits = list(find_attributes(text))
+    others = [(h.start, h.end) for h in hits if h.name != name]
+    spans = sorted(
+        (hit.start, hit.end)
+        for hit in hits
+        if hit.name == name
+        and hit.value == old
+        # a mention inside another attribute's ("Medium" in "Medium Point") is that one's
+        and not any(
+            s <= hit.start and hit.end <= e and (s, e) != (hit.start, hit.end) for s, e in others
+        )
+    )
+    surface = render_value(name, new)
+    out, last = [], 0
+    for start, end in spans:
+        if start < last:
+            continue
+        original = text[start:end]
+        replacement = surface.title() if original[:1].isupper() else surface
+        out.append(text[last:start] + replacement)
+        last = end
+    return "".join(out) + text[last:]

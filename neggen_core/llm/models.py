@@ -58,6 +58,28 @@ class ItemInput(BaseModel):
         ]
         return "\n".join(p for p in parts if p)
 
+    @classmethod
+    def from_text(cls, item_idx: int, text: str) -> ItemInput:
+        """The inverse of `text()` (without the image): read an item back from its text."""
+        fields: dict[str, str] = {}
+        current = None
+        for line in text.split("\n"):
+            label, sep, rest = line.partition(": ")
+            if sep and label in ("Title", "Brand", "Categories", "Description") and (
+                current != "Description"
+            ):
+                current, fields[label] = label, rest
+            elif current is not None:
+                fields[current] += "\n" + line
+        return cls(
+            item_idx=item_idx,
+            title=fields.get("Title"),
+            description=fields.get("Description"),
+            brand=fields.get("Brand"),
+            categories=tuple(fields["Categories"].split(" > ")) if "Categories" in fields else (),
+            image_uri=None,
+        )
+
 
 Status = Literal["ok", "invalid"]
 
@@ -70,3 +92,30 @@ class ExtractionResult(BaseModel):
     status: Status
     reason: str | None = None
     extraction: Extraction | None = None
+
+
+class Intervention(BaseModel):
+    """One key feature changed: which, in which modality, from what to what."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    modality: Modality
+    name: str = Field(min_length=1)
+    from_value: str = Field(min_length=1)
+    to_value: str = Field(min_length=1)
+
+
+class InterventionPlan(BaseModel):
+    """Template 2's answer: the key features to change and their contrasting values."""
+
+    model_config = ConfigDict(extra="forbid")
+    interventions: list[Intervention] = Field(min_length=1, max_length=2)
+
+
+class CompletedNegative(BaseModel):
+    """Template 3's answer: the negative item's description with the new values filled in."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, description="the negative item's text, same style and length")
+    visual_description: str | None = Field(
+        description="what the negative item's image shows; null when the item has no image"
+    )

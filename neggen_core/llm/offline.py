@@ -127,6 +127,34 @@ def _pattern(pixels: np.ndarray, mask: np.ndarray, fill: np.ndarray) -> str:
     return "checked" if share > 0.16 else "polka dot"
 
 
+_DESCRIBED = re.compile(
+    r"The image shows an? (?P<shape>\w+) object in (?P<colour>\w+)"
+    r"(?: with a (?P<pattern>[\w ]+?) pattern)? on an? \w+ background\."
+)
+
+
+def describe_image(colour: str, shape: str, pattern: str, backdrop: str) -> str:
+    """The visual description of an object of this colour, shape and pattern."""
+    article = "an" if shape[0] in "aeiou" else "a"
+    return (
+        f"The image shows {article} {shape} object in {colour}"
+        + ("" if pattern == "solid" else f" with a {pattern} pattern")
+        + f" on a {backdrop} background."
+    )
+
+
+def parse_image_description(text: str) -> dict[str, str]:
+    """The colour, shape and pattern a `describe_image` text states (empty when it is not one)."""
+    match = _DESCRIBED.search(text)
+    if not match:
+        return {}
+    return {
+        "colour": match["colour"],
+        "shape": match["shape"],
+        "pattern": match["pattern"] or "solid",
+    }
+
+
 def read_image(uri: str) -> ImageReading:
     """What the image shows: its dominant colour, the shape of its silhouette, its pattern."""
     with fsspec.open(uri, "rb") as handle:
@@ -153,13 +181,7 @@ def read_image(uri: str) -> ImageReading:
         fill = fill_pixels[np.argmax(np.bincount(inverse.ravel())[named == colour])]
     shape = _shape(mask)
     pattern = _pattern(pixels, mask, fill)
-    backdrop = nearest_colour(tuple(background))
-    article = "an" if shape[0] in "aeiou" else "a"
-    description = (
-        f"The image shows {article} {shape} object in {colour}"
-        + ("" if pattern == "solid" else f" with a {pattern} pattern")
-        + f" on a {backdrop} background."
-    )
+    description = describe_image(colour, shape, pattern, nearest_colour(tuple(background)))
     attributes = [
         Attribute(modality="image", name="colour", value=colour, is_key=False),
         Attribute(modality="image", name="shape", value=shape, is_key=False),

@@ -30,3 +30,11 @@ def load_template(name: str) -> Template:
 
 
 DESCRIBE_EXTRACT = "describe_extract"
+INTERVENE = "intervene"
+COMPLETE = "complete"
+
+
+def combined_version(*names: str) -> str:
+    """One `prompt_version` for a stage that uses several templates."""
+    joined = "+".join(load_template(name).version for name in names)
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]

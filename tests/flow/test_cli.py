@@ -34,18 +34,30 @@ def test_run_builds_then_skips_and_status_reports(
     assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
     uris = _uris(out)
-    assert set(uris) == {"ingest", "attributes"}
+    assert set(uris) == {"ingest", "attributes", "negatives"}
     assert all(Path(uri, "manifest.json").is_file() for uri in uris.values())
-    assert "ingest: built version" in out + err and "attributes: built version" in out + err
+    for stage in uris:
+        assert f"{stage}: built version" in out + err
     before = {stage: _mtimes(uri) for stage, uri in uris.items()}
 
     assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
-    assert (out + err).count("already built") == 2 and "skipped" in out + err
+    assert (out + err).count("already built") == 3 and "skipped" in out + err
+    assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
+
+    # a new round of negatives: ingest and attributes reused, negatives (and what follows) new
+    assert main(["run", *settings, "--set", "negatives.round=2"]) == 0
+    out, err = capfd.readouterr()
+    round_two = _uris(out)
+    assert round_two["ingest"] == uris["ingest"] and round_two["attributes"] == uris["attributes"]
+    assert round_two["negatives"] != uris["negatives"]
+    logs = out + err
+    assert "ingest: version" in logs and "attributes: version" in logs
+    assert "negatives: built" in logs
     assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
 
     assert main(["run", *settings, "--from", "attributes"]) == 0
-    assert set(_uris(capfd.readouterr().out)) == {"attributes"}
+    assert set(_uris(capfd.readouterr().out)) == {"attributes", "negatives"}
 
     assert main(["status", "--json", *settings]) == 0
     report = json.loads(capfd.readouterr().out)

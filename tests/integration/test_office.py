@@ -8,10 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, USERS
+from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, NEGATIVES, USERS
 from neggen_core.config import load_config
 from neggen_core.stages import open_store, run_stage
 from tests.conftest import OFFICE, REPO
+from tests.unit.test_negatives import assert_only_intervened_changed
 
 pytestmark = pytest.mark.skipif(
     not (OFFICE / "Office.inter.json").exists(),
@@ -72,8 +73,14 @@ def test_office_counts_and_exact_split(root: str) -> None:
     assert store.manifest("ingest", tenfold.ref.version).tables["users"].rows < 4905
 
 
-def test_office_attributes_offline(root: str) -> None:
-    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={root}"])
+@pytest.fixture(scope="module")
+def office_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One artifact root for the attributes and negatives tests (attributes take ~1 min)."""
+    return str(tmp_path_factory.mktemp("office-artifacts"))
+
+
+def test_office_attributes_offline(office_root: str) -> None:
+    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={office_root}"])
     ingest = run_stage(config, "ingest", {}).ref
     outcome = run_stage(config, "attributes", {"ingest": ingest})
     store = open_store(config)
@@ -91,3 +98,19 @@ def test_office_attributes_offline(root: str) -> None:
     assert {
         p: p.stat().st_mtime_ns for p in Path(outcome.ref.uri).rglob("*") if p.is_file()
     } == files
+
+
+def test_office_negatives_offline(office_root: str) -> None:
+    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={office_root}"])
+    ingest = run_stage(config, "ingest", {}).ref
+    attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
+    outcome = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes})
+    store = open_store(config)
+    report = store.read_json(outcome.ref, "report.json")
+    assert report["share_items_with_enough_valid"] >= 0.90, report["share_items_with_enough_valid"]
+    negatives = store.read_frame(outcome.ref, "negatives", NEGATIVES)
+    assert negatives.get_column("negative_id").is_unique().all()
+    invalid = negatives.filter(pl.col("status") == "invalid")
+    assert invalid.get_column("reason").null_count() == 0
+    checked = assert_only_intervened_changed(store, ingest, negatives)
+    assert checked == negatives.height - invalid.height > 0.9 * 4 * 2420

@@ -1,0 +1,212 @@
+"""The negatives stage: for every positive item (or user-item pair), N negatives that change its
+key features and keep everything else, each checked and kept with its status and reason.
+
+Templates 2 and 3 are answered by the offline generator (`offline.py`) whatever backend
+extracted the attributes; a vLLM backend for them is not built yet.
+
+Batches of items become part files, resumable as in the attributes stage. `negatives.round` is
+part of the seed and of the version: a new round is a new artifact beside the earlier ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, INTERACTIONS, ITEMS, NEGATIVES
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.attributes.stage import item_categories, item_inputs
+from neggen_core.config import NeggenConfig
+from neggen_core.llm.models import Attribute
+from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
+from neggen_core.negatives.offline import OfflineNegatives, Positive, check
+
+SCHEMA_VERSION = 1
+GENERATOR_VERSION = 1  # bump when the offline generator's output changes
+TABLES = {"negatives": NEGATIVES}
+REPORT = "report.json"
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    return {
+        "negatives": config.negatives.model_dump(),
+        "category_level": config.attributes.category_level,
+        "prompt_version": combined_version(INTERVENE, COMPLETE),
+        "generator_version": GENERATOR_VERSION,
+    }
+
+
+def _positives(
+    items: pl.DataFrame, attributes: pl.DataFrame, descriptions: pl.DataFrame, level: int
+) -> dict[int, Positive]:
+    categories = dict(item_categories(items, level).iter_rows())
+    visual = dict(
+        descriptions.filter(pl.col("modality") == "image").select("item_idx", "text").iter_rows()
+    )
+    by_item: dict[int, list[Attribute]] = {}
+    for row in attributes.iter_rows(named=True):
+        by_item.setdefault(row["item_idx"], []).append(
+            Attribute(
+                modality=row["modality"], name=row["name"], value=row["value"], is_key=row["is_key"]
+            )
+        )
+    return {
+        item.item_idx: Positive(
+            item=item,
+            category=categories[item.item_idx],
+            attributes=tuple(by_item.get(item.item_idx, ())),
+            visual_description=visual.get(item.item_idx),
+        )
+        for item in item_inputs(items)
+    }
+
+
+def _pools(
+    attributes: pl.DataFrame, categories: pl.DataFrame
+) -> dict[tuple[str, str, str], list[str]]:
+    grouped = (
+        attributes.join(categories, on="item_idx")
+        .group_by("category", "modality", "name")
+        .agg(pl.col("value").unique().sort())
+    )
+    return {(c, m, n): values for c, m, n, values in grouped.iter_rows()}
+
+
+def _brands(items: pl.DataFrame) -> dict[str, str]:
+    """Lower-case brand -> its most common spelling, to write a changed brand as shops do."""
+    spelled = (
+        items.filter(pl.col("brand").is_not_null())
+        .group_by(pl.col("brand").str.to_lowercase().alias("key"), "brand")
+        .len()
+        .sort("key", "len", "brand", descending=[False, True, False])
+        .unique("key", keep="first")
+    )
+    return dict(spelled.select("key", "brand").iter_rows())
+
+
+def build(
+    config: NeggenConfig,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    writer: ArtifactWriter,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = config.negatives
+    items = store.read_frame(upstream["ingest"], "items", ITEMS)
+    attributes = store.read_frame(upstream["attributes"], "attributes", ATTRIBUTES)
+    descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
+    level = config.attributes.category_level
+    positives = _positives(items, attributes, descriptions, level)
+    generator = OfflineNegatives(
+        pools=_pools(attributes, item_categories(items, level)),
+        brands=_brands(items),
+        per_item=settings.per_item,
+        interventions=settings.interventions,
+        image_ratio=settings.image_ratio,
+        seed=f"{settings.seed}:{settings.round}",
+    )
+    prompt_version = combined_version(INTERVENE, COMPLETE)
+    real = {(p.item.text(), p.visual_description) for p in positives.values()}
+
+    if settings.per_user:
+        train = store.read_frame(upstream["ingest"], "interactions", INTERACTIONS)
+        pairs = (
+            train.filter(pl.col("split") == "train")
+            .select("user_idx", "item_idx")
+            .sort("user_idx", "item_idx")
+        )
+        units: list[tuple[int | None, int]] = list(pairs.iter_rows())
+    else:
+        units = [(None, idx) for idx in sorted(positives)]
+
+    size = settings.batch_size
+    done = set(writer.parts("negatives"))
+    for number, start in enumerate(range(0, len(units), size)):
+        if number in done:
+            continue
+        rows = []
+        for user_idx, item_idx in units[start : start + size]:
+            positive = positives[item_idx]
+            for j, plan in enumerate(generator.plan(positive, user_idx)):
+                negative, completed = generator.complete(positive, plan)
+                reason = check(positive, negative, completed, plan)
+                owner = "" if user_idx is None else f"u{user_idx}-"
+                rows.append(
+                    {
+                        "negative_id": f"r{settings.round}-{owner}i{item_idx}-{j}",
+                        "item_idx": item_idx,
+                        "user_idx": user_idx,
+                        "modality": plan.interventions[0].modality,
+                        "interventions": [i.model_dump() for i in plan.interventions],
+                        "text": completed.text,
+                        "visual_description": completed.visual_description,
+                        "status": "valid" if reason is None else "invalid",
+                        "reason": reason,
+                        "possible_false_negative": (completed.text, completed.visual_description)
+                        in real,
+                        "round": settings.round,
+                        "backend": f"{generator.name}/{generator.model}",
+                        "prompt_version": prompt_version,
+                    }
+                )
+        writer.write_table(
+            "negatives", pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row"), part=number
+        )
+
+    parts = sorted(writer.parts("negatives"))
+    frames = [pl.from_arrow(writer.read_part("negatives", p)) for p in parts]
+    negatives = pl.concat(frames) if frames else pl.DataFrame(schema=pl.Schema(NEGATIVES))
+    assert isinstance(negatives, pl.DataFrame)
+    report = _report(negatives, positives, settings.per_item, time.perf_counter() - started)
+    writer.write_json(REPORT, report)
+    return {
+        "round": settings.round,
+        "negatives": negatives.height,
+        "valid": report["statuses"].get("valid", 0),
+        "share_items_with_enough_valid": report["share_items_with_enough_valid"],
+    }
+
+
+def _report(
+    negatives: pl.DataFrame, positives: Mapping[int, Positive], per_item: int, seconds: float
+) -> dict[str, Any]:
+    valid = negatives.filter(pl.col("status") == "valid")
+    per_item_valid = valid.group_by("item_idx").agg(pl.len().alias("valid"))
+    enough = per_item_valid.filter(pl.col("valid") >= per_item).height
+    both = {
+        idx
+        for idx, p in positives.items()
+        if {a.modality for a in p.attributes if a.is_key} == {"text", "image"}
+    }
+    in_both = negatives.filter(pl.col("item_idx").is_in(list(both)))
+    names = negatives.select(
+        pl.col("interventions").list.eval(pl.element().struct.field("name"))
+    ).explode("interventions")
+    return {
+        "items": len(positives),
+        "negatives": negatives.height,
+        "statuses": dict(negatives.group_by("status").len().sort("status").iter_rows()),
+        "invalid_reasons": dict(
+            negatives.filter(pl.col("status") == "invalid")
+            .select(pl.col("reason").str.extract(r"^([^:]+)"))
+            .group_by("reason")
+            .len()
+            .iter_rows()
+        ),
+        "items_with_enough_valid": enough,
+        "share_items_with_enough_valid": round(enough / max(len(positives), 1), 4),
+        "items_without_negatives": len(positives) - negatives.get_column("item_idx").n_unique(),
+        "valid_per_item": dict(per_item_valid.group_by("valid").len().sort("valid").iter_rows()),
+        "per_modality": dict(negatives.group_by("modality").len().sort("modality").iter_rows()),
+        "per_attribute": dict(
+            names.group_by("interventions").len().sort("len", descending=True).iter_rows()
+        ),
+        "image_share_where_both_modalities": round(
+            in_both.filter(pl.col("modality") == "image").height / max(in_both.height, 1), 4
+        ),
+        "possible_false_negatives": int(negatives.get_column("possible_false_negative").sum()),
+        "seconds": round(seconds, 2),
+    }

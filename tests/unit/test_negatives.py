@@ -1,0 +1,189 @@
+"""The negatives stage with the offline backend: interventions, checks, balance, rounds, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from neggen_core.artifacts.schemas import ATTRIBUTES, INTERACTIONS, ITEMS, NEGATIVES
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.config import NeggenConfig, load_config
+from neggen_core.llm.models import Attribute, Intervention, InterventionPlan, ItemInput
+from neggen_core.llm.offline import parse_image_description, read_text
+from neggen_core.negatives import offline
+from neggen_core.negatives.offline import Positive, check, contrasting_values
+from neggen_core.stages import open_store, plan_versions, run_stage
+
+
+def _config(root: str, *more: str) -> NeggenConfig:
+    return load_config(None, [f"artifacts.root={root}", "llm.zero_shot=false", *more])
+
+
+def _build(config: NeggenConfig) -> tuple[ArtifactStore, ArtifactRef, ArtifactRef]:
+    ingest = run_stage(config, "ingest", {}).ref
+    attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
+    negatives = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref
+    return open_store(config), ingest, negatives
+
+
+def assert_only_intervened_changed(
+    store: ArtifactStore, ingest: ArtifactRef, negatives: pl.DataFrame
+) -> int:
+    """Every valid negative, read back from its text and visual description, has its
+    positive's attributes except exactly the intervened ones, which differ."""
+    items = {
+        r["item_idx"]: r for r in store.read_frame(ingest, "items", ITEMS).iter_rows(named=True)
+    }
+    checked = 0
+    for row in negatives.filter(pl.col("status") == "valid").iter_rows(named=True):
+        item = items[row["item_idx"]]
+        positive = ItemInput(
+            item_idx=item["item_idx"],
+            title=item["title"],
+            description=item["description"],
+            brand=item["brand"],
+            categories=tuple(item["categories"]),
+            image_uri=None,
+        )
+        negative = ItemInput.from_text(row["item_idx"], row["text"])
+        before = {a.name: a.value for a in read_text(positive)}
+        after = {a.name: a.value for a in read_text(negative)}
+        changes = [c for c in row["interventions"] if c["modality"] == "text"]
+        expected = before | {c["name"]: c["to_value"] for c in changes}
+        assert after == expected, (row["negative_id"], before, after, changes)
+        for change in changes:
+            assert change["from_value"] == before[change["name"]] != change["to_value"]
+        image_changes = [c for c in row["interventions"] if c["modality"] == "image"]
+        if image_changes:
+            seen = parse_image_description(row["visual_description"])
+            for change in image_changes:
+                assert seen[change["name"]] == change["to_value"] != change["from_value"]
+        checked += 1
+    return checked
+
+
+def test_contrasting_values_differ_most_first() -> None:
+    assert contrasting_values("colour", "black", ["black", "grey", "white", "navy"])[0] == "white"
+    assert contrasting_values("quantity", "12", ["10", "12", "100", "1"]) == ["1", "100", "10"]
+    assert contrasting_values("brand", "bic", ["bic"]) == []
+
+
+def test_check_rejects_a_negative_that_changes_nothing_or_too_much() -> None:
+    item = ItemInput(
+        item_idx=0,
+        title="Blue Pen, 12 Pack",
+        description=None,
+        brand=None,
+        categories=(),
+        image_uri=None,
+    )
+    positive = Positive(
+        item, "Pens", (Attribute(modality="text", name="colour", value="blue", is_key=True),), None
+    )
+    plan = InterventionPlan(
+        interventions=[
+            Intervention(modality="text", name="colour", from_value="blue", to_value="red")
+        ]
+    )
+    generator = offline.OfflineNegatives(
+        {}, {}, per_item=1, interventions=1, image_ratio=0.5, seed="s"
+    )
+    negative, completed = generator.complete(positive, plan)
+    assert completed.text == "Title: Red Pen, 12 Pack"
+    assert check(positive, negative, completed, plan) is None
+    same = item.model_copy()
+    assert check(positive, same, completed.model_copy(update={"text": item.text()}), plan) == (
+        "the negative is the positive unchanged"
+    )
+    more = item.model_copy(update={"title": "Red Pen, 24 Pack"})
+    reason = check(positive, more, completed.model_copy(update={"text": more.text()}), plan)
+    assert reason is not None and "('quantity', '24')" in reason
+
+
+def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -> None:
+    store, ingest, ref = _build(_config(root))
+    negatives = store.read_frame(ref, "negatives", NEGATIVES)
+    report = store.read_json(ref, "report.json")
+    items = store.manifest("ingest", ingest.version).tables["items"].rows
+    assert report["share_items_with_enough_valid"] == 1.0
+    assert negatives.height == 4 * items
+    assert negatives.get_column("negative_id").is_unique().all()
+    assert set(negatives.get_column("modality")) == {"text", "image"}
+    assert abs(report["image_share_where_both_modalities"] - 0.5) <= 0.10
+    assert (
+        assert_only_intervened_changed(store, ingest, negatives)
+        == negatives.filter(pl.col("status") == "valid").height
+    )
+    # every intervened attribute is a key feature of the positive's category
+    attributes = store.read_frame(
+        store.ref("attributes", plan_versions(_config(root))["attributes"]),
+        "attributes",
+        ATTRIBUTES,
+    )
+    keys = set(
+        attributes.filter(pl.col("is_key")).select("item_idx", "modality", "name").iter_rows()
+    )
+    for row in negatives.iter_rows(named=True):
+        for change in row["interventions"]:
+            assert (row["item_idx"], change["modality"], change["name"]) in keys
+
+
+def test_the_configured_modality_ratio_is_realised(root: str) -> None:
+    store, _, ref = _build(_config(root, "negatives.image_ratio=0.25"))
+    assert (
+        abs(store.read_json(ref, "report.json")["image_share_where_both_modalities"] - 0.25) <= 0.10
+    )
+
+
+def test_a_new_round_is_a_new_version_beside_the_old(root: str) -> None:
+    store, _, first = _build(_config(root))
+    _, _, second = _build(_config(root, "negatives.round=2"))
+    assert first.version != second.version
+    assert store.versions("negatives") == [first.version, second.version]
+    a = store.read_frame(first, "negatives", NEGATIVES)
+    b = store.read_frame(second, "negatives", NEGATIVES)
+    assert set(b.get_column("round")) == {2}
+    assert a.get_column("text").to_list() != b.get_column("text").to_list()
+    assert len(store.versions("attributes")) == 1 and len(store.versions("ingest")) == 1
+
+
+def test_per_user_negatives(root: str) -> None:
+    store, ingest, ref = _build(_config(root, "negatives.per_user=true", "negatives.per_item=2"))
+    negatives = store.read_frame(ref, "negatives", NEGATIVES)
+    train = store.read_frame(ingest, "interactions", INTERACTIONS)
+    pairs = train.filter(pl.col("split") == "train").height
+    assert negatives.get_column("user_idx").null_count() == 0
+    assert negatives.height == 2 * pairs
+    assert negatives.get_column("negative_id").is_unique().all()
+
+
+def test_a_killed_run_resumes_to_the_same_negatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ["negatives.batch_size=50"]
+    store, _, reference = _build(_config(str(tmp_path / "clean"), *settings))
+    config = _config(str(tmp_path / "killed"), *settings)
+    ingest = run_stage(config, "ingest", {}).ref
+    attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
+    calls: list[int] = []
+    original = offline.OfflineNegatives.plan
+
+    def dies_in_the_third_batch(
+        self: offline.OfflineNegatives, positive: Positive, user: int | None = None
+    ) -> list[InterventionPlan]:
+        calls.append(positive.item.item_idx)
+        if len(calls) == 120:
+            raise KeyboardInterrupt("killed")
+        return original(self, positive, user)
+
+    monkeypatch.setattr(offline.OfflineNegatives, "plan", dies_in_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes})
+    monkeypatch.setattr(offline.OfflineNegatives, "plan", original)
+    resumed = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref
+    assert resumed.version == reference.version
+    a = open_store(config).read_frame(resumed, "negatives", NEGATIVES)
+    b = store.read_frame(reference, "negatives", NEGATIVES)
+    assert a.equals(b)
