@@ -14,6 +14,7 @@ from __future__ import annotations
 import polars as pl
 
 MIN_USERS = 3
+DIGITS = 9
 
 
 def _concentration(frame: pl.DataFrame, user: str) -> pl.DataFrame:
@@ -58,10 +59,15 @@ def score_attributes(
         coverage.join(real, on=["category", "attribute"], how="left")
         .join(chance.drop("_u"), on=["category", "attribute"], how="left")
         .with_columns(
-            (pl.col("share") - pl.col("chance")).fill_null(0.0).alias("lift"),
+            # rounded: a parallel mean's last bits depend on summation order, and a rerun must
+            # choose, and write, exactly the same
+            (pl.col("share") - pl.col("chance")).fill_null(0.0).round(DIGITS).alias("lift"),
+            pl.col("coverage").round(DIGITS),
             pl.col("users").fill_null(0).cast(pl.Int64),
         )
-        .with_columns((pl.col("lift").clip(lower_bound=0) * pl.col("coverage")).alias("score"))
+        .with_columns(
+            (pl.col("lift").clip(lower_bound=0) * pl.col("coverage")).round(DIGITS).alias("score")
+        )
         .select("category", "modality", "name", "lift", "coverage", "score", "users")
         .sort("category", "score", "modality", "name", descending=[False, True, False, False])
     )

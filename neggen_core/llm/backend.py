@@ -9,7 +9,7 @@ from neggen_core.artifacts.store import ArtifactStore
 from neggen_core.config import NeggenConfig
 from neggen_core.llm.models import ExtractionResult, ItemInput
 
-OFFLINE_EXTRACTOR_VERSION = 3
+OFFLINE_EXTRACTOR_VERSION = 4
 
 
 class Backend(Protocol):

@@ -65,8 +65,10 @@ class ItemInput(BaseModel):
         current = None
         for line in text.split("\n"):
             label, sep, rest = line.partition(": ")
-            if sep and label in ("Title", "Brand", "Categories", "Description") and (
-                current != "Description"
+            if (
+                sep
+                and label in ("Title", "Brand", "Categories", "Description")
+                and (current != "Description")
             ):
                 current, fields[label] = label, rest
             elif current is not None:
