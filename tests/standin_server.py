@@ -96,12 +96,93 @@ def validate(body: Any, settings: Settings) -> str | None:
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
     if (body.get("response_format") or {}).get("type") != "json_schema":
         return "response_format must be {type: json_schema, json_schema: {name, schema}}"
-    if not {"visual_description", "attributes"} <= set(schema.get("properties", {})):
-        return "the response schema lacks visual_description / attributes"
+    required = {
+        "extraction": {"visual_description", "attributes"},
+        "intervention_plan": {"interventions"},
+        "completed_negative": {"text", "visual_description"},
+    }
+    name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
+    if name not in required:
+        return f"unknown response schema {name!r}"
+    if not required[name] <= set(schema.get("properties", {})):
+        return f"the {name} schema lacks {sorted(required[name])}"
     return None
 
 
+def _user_text(body: dict[str, Any]) -> str:
+    return "\n".join(
+        part.get("text", "")
+        for message in body["messages"]
+        if message["role"] == "user" and isinstance(message["content"], list)
+        for part in message["content"]
+        if isinstance(part, dict)
+    )
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0] if start in text else ""
+
+
+def plan_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """Template 2: change the first key attribute of the asked modality to its value reversed."""
+    text = _user_text(body)
+    modality = re.search(r"in the (text|image) modality", text)
+    wanted = modality.group(1) if modality else "text"
+    keys = [
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith('{"modality"') and '"is_key": true' in line
+    ]
+    chosen = next((k for k in keys if k["modality"] == wanted), keys[0] if keys else None)
+    if chosen is None:
+        return {
+            "interventions": [
+                {"modality": wanted, "name": "none", "from_value": "x", "to_value": "y"}
+            ]
+        }
+    value = chosen["value"]
+    new = value[::-1] if value[::-1] != value else f"{value} plus"
+    return {
+        "interventions": [
+            {
+                "modality": chosen["modality"],
+                "name": chosen["name"],
+                "from_value": value,
+                "to_value": new,
+            }
+        ]
+    }
+
+
+def completion_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """Template 3: the item text and visual description with the values replaced."""
+    text = _user_text(body)
+    item_text = _between(text, "Item text:\n", "\n\nWhat its image shows:")
+    visual = _between(text, "What its image shows:\n", "\n\nInterventions")
+    for line in _between(text, "to_value):\n", "\n\n").splitlines():
+        match = re.fullmatch(r"(text|image) (.+?): (.+) -> (.+)", line.strip())
+        if not match:
+            continue
+        modality, _, old, new = match.groups()
+        pattern = re.compile(re.escape(old), re.IGNORECASE)
+        if modality == "text":
+            item_text = pattern.sub(new, item_text)
+        else:
+            visual = pattern.sub(new, visual)
+    return {"text": item_text, "visual_description": None if visual == "(no image)" else visual}
+
+
 def answer(body: dict[str, Any]) -> dict[str, Any]:
+    """A schema-valid answer derived from the request, for the schema it asks for."""
+    name = body["response_format"]["json_schema"].get("name")
+    if name == "intervention_plan":
+        return plan_answer(body)
+    if name == "completed_negative":
+        return completion_answer(body)
+    return extraction_answer(body)
+
+
+def extraction_answer(body: dict[str, Any]) -> dict[str, Any]:
     """A schema-valid extraction derived from the request's text and image."""
     text = " ".join(
         part.get("text", "") if isinstance(part, dict) else ""

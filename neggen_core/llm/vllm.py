@@ -17,13 +17,15 @@ import json
 import mimetypes
 import os
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import fsspec
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from neggen_core.config import VllmConfig
 from neggen_core.errors import BackendError
@@ -66,11 +68,33 @@ def extraction_messages(item: ItemInput) -> list[dict[str, Any]]:
 
 
 @cache
-def response_format() -> dict[str, Any]:
+def response_format(output: type[BaseModel] = Extraction) -> dict[str, Any]:
+    """`response_format` constraining a reply to `output`'s JSON schema."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", output.__name__).lower()
     return {
         "type": "json_schema",
-        "json_schema": {"name": "extraction", "schema": Extraction.model_json_schema()},
+        "json_schema": {"name": name, "schema": output.model_json_schema()},
     }
+
+
+class ReplyError(Exception):
+    """No valid answer for one request: the reason, kept on the row."""
+
+
+@dataclass(frozen=True)
+class Session:
+    client: aiohttp.ClientSession
+    gate: asyncio.Semaphore
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+def _validated(output: type[Answer], content: str) -> Answer:
+    try:
+        return output.model_validate_json(content)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"] if exc.errors() else str(exc)) from exc
 
 
 class VllmBackend:
@@ -142,24 +166,43 @@ class VllmBackend:
             )
 
     def extract(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
-        return asyncio.run(self._extract_all(items))
+        return self.run(lambda session: asyncio.gather(*(self._one(session, i) for i in items)))
 
-    async def _extract_all(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
-        gate = asyncio.Semaphore(self.config.concurrency)
-        connector = aiohttp.TCPConnector(limit=self.config.concurrency)
-        async with aiohttp.ClientSession(headers=self._headers, connector=connector) as client:
-            return list(await asyncio.gather(*(self._one(client, gate, i) for i in items)))
+    def run(self, work: Callable[[Session], Awaitable[Sequence[Any]]]) -> list[Any]:
+        """Run async work against the server with one bounded client session."""
 
-    async def _one(
-        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, item: ItemInput
-    ) -> ExtractionResult:
-        messages = extraction_messages(item)
+        async def main() -> list[Any]:
+            connector = aiohttp.TCPConnector(limit=self.config.concurrency)
+            async with aiohttp.ClientSession(headers=self._headers, connector=connector) as client:
+                session = Session(client, asyncio.Semaphore(self.config.concurrency))
+                return list(await work(session))
+
+        return asyncio.run(main())
+
+    async def _one(self, session: Session, item: ItemInput) -> ExtractionResult:
         try:
-            content = await self._complete(client, gate, messages)
-        except (TransientError, BackendError) as exc:
+            extraction = await self.ask(
+                session, extraction_messages(item), Extraction, self.prompt_version
+            )
+        except ReplyError as exc:
             return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=str(exc))
+        return ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
+
+    async def ask(
+        self,
+        session: Session,
+        messages: list[dict[str, Any]],
+        output: type[Answer],
+        prompt_version: str,
+        seed: int | None = None,
+    ) -> Answer:
+        """The model's answer as `output`, with one repair request when the first reply does
+        not validate; a `ReplyError` with the reason when there is none."""
         try:
-            return self._valid(item, content)
+            content = await self._complete(session, messages, output, prompt_version, seed)
+            return _validated(output, content)
+        except (TransientError, BackendError) as exc:
+            raise ReplyError(str(exc)) from exc
         except ValueError as first:
             self.counters["repairs"] += 1
             repair = [
@@ -168,26 +211,24 @@ class VllmBackend:
                 {"role": "user", "content": REPAIR.format(error=_short(first))},
             ]
             try:
-                content = await self._complete(client, gate, repair)
-                return self._valid(item, content)
+                content = await self._complete(session, repair, output, prompt_version, seed)
+                return _validated(output, content)
             except (TransientError, BackendError) as exc:
-                return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=str(exc))
+                raise ReplyError(str(exc)) from exc
             except ValueError as second:
-                reason = f"invalid reply after one repair: {_short(second)}"
-                return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=reason)
-
-    def _valid(self, item: ItemInput, content: str) -> ExtractionResult:
-        try:
-            extraction = Extraction.model_validate_json(content)
-        except ValidationError as exc:
-            raise ValueError(exc.errors()[0]["msg"] if exc.errors() else str(exc)) from exc
-        return ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
+                raise ReplyError(f"invalid reply after one repair: {_short(second)}") from second
 
     async def _complete(
-        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, messages: list[dict[str, Any]]
+        self,
+        session: Session,
+        messages: list[dict[str, Any]],
+        output: type[BaseModel],
+        prompt_version: str,
+        seed: int | None,
     ) -> str:
         """The reply's content for these messages: from the cache, or from the server."""
-        key = request_key(self.model, self.prompt_version, messages, self.sampling())
+        sampling = self.sampling() | ({} if seed is None else {"seed": seed})
+        key = request_key(self.model, prompt_version, messages, sampling)
         cached = self.cache.get(key)
         if cached is not None:
             self.counters["cache_hits"] += 1
@@ -195,10 +236,10 @@ class VllmBackend:
         body = {
             "model": self.model,
             "messages": messages,
-            "response_format": response_format(),
-            **self.sampling(),
+            "response_format": response_format(output),
+            **sampling,
         }
-        reply = await self._post(client, gate, body)
+        reply = await self._post(session, body)
         usage = reply.get("usage") or {}
         self.counters["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
         self.counters["completion_tokens"] += int(usage.get("completion_tokens") or 0)
@@ -209,9 +250,7 @@ class VllmBackend:
         self.cache.put(key, {"content": content, "usage": usage})
         return content
 
-    async def _post(
-        self, client: aiohttp.ClientSession, gate: asyncio.Semaphore, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _post(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries on transient failures only, exponential backoff with jitter."""
         url = f"{self.config.base_url.rstrip('/')}/chat/completions"
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
@@ -224,9 +263,9 @@ class VllmBackend:
         attempt = 0
         while True:
             try:
-                async with gate:
+                async with session.gate:
                     self.counters["requests_sent"] += 1
-                    async with client.post(url, json=body, timeout=timeout) as response:
+                    async with session.client.post(url, json=body, timeout=timeout) as response:
                         status, text = response.status, await response.text()
                 if status in RETRY_STATUSES:
                     raise TransientError(f"HTTP {status}: {text[:200]}")

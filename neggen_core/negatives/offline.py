@@ -79,6 +79,29 @@ def locatable(positive: Positive) -> list[Attribute]:
     ]
 
 
+def modality_order(
+    modalities: Sequence[str], count: int, image_ratio: float, rng: random.Random
+) -> list[str]:
+    """The modality of each of `count` negatives: by `image_ratio` when both are available."""
+    if not modalities:
+        return []
+    if len(modalities) == 1:
+        return [modalities[0]] * count
+    images = round(count * image_ratio)
+    order = ["image"] * images + ["text"] * (count - images)
+    rng.shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One negative: its plan and completion, and why it is invalid (None when valid)."""
+
+    plan: InterventionPlan
+    completed: CompletedNegative
+    reason: str | None
+
+
 class OfflineNegatives:
     """Plans and completes negatives without a model."""
 
@@ -110,15 +133,9 @@ class OfflineNegatives:
             values = contrasting_values(attribute.name, attribute.value, pool)
             if values:
                 options[attribute.modality].append((attribute, values))
-        modalities = [m for m in ("text", "image") if options[m]]
-        if not modalities:
-            return []
-        if len(modalities) == 2:
-            images = round(self.per_item * self.image_ratio)
-            order = ["image"] * images + ["text"] * (self.per_item - images)
-            rng.shuffle(order)
-        else:
-            order = modalities * self.per_item
+        order = modality_order(
+            [m for m in ("text", "image") if options[m]], self.per_item, self.image_ratio, rng
+        )
         plans: list[InterventionPlan] = []
         used: set[frozenset[tuple[str, str, str]]] = set()
         for modality in order:
@@ -173,6 +190,17 @@ class OfflineNegatives:
                 if frozenset({(single.modality, single.name, value)}) not in used:
                     return [single]
         return None
+
+    def generate(self, units: Sequence[tuple[int | None, Positive]]) -> list[list[Outcome]]:
+        """Every unit's negatives, each checked."""
+        outcomes = []
+        for user_idx, positive in units:
+            row = []
+            for plan in self.plan(positive, user_idx):
+                negative, completed = self.complete(positive, plan)
+                row.append(Outcome(plan, completed, check(positive, negative, completed, plan)))
+            outcomes.append(row)
+        return outcomes
 
     def complete(
         self, positive: Positive, plan: InterventionPlan

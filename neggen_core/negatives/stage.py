@@ -1,8 +1,8 @@
 """The negatives stage: for every positive item (or user-item pair), N negatives that change its
 key features and keep everything else, each checked and kept with its status and reason.
 
-Templates 2 and 3 are answered by the offline generator (`offline.py`) whatever backend
-extracted the attributes; a vLLM backend for them is not built yet.
+Templates 2 and 3 are answered by the configured backend: the offline generator (`offline.py`)
+or a vLLM server (`vllm.py`).
 
 Batches of items become part files, resumable as in the attributes stage. `negatives.round` is
 part of the seed and of the version: a new round is a new artifact beside the earlier ones.
@@ -11,8 +11,8 @@ part of the seed and of the version: a new round is a new artifact beside the ea
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -20,9 +20,12 @@ from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, INTERACTIONS
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.attributes.stage import item_categories, item_inputs
 from neggen_core.config import NeggenConfig
+from neggen_core.llm.backend import open_backend
+from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import Attribute
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
-from neggen_core.negatives.offline import OfflineNegatives, Positive, check
+from neggen_core.negatives.offline import OfflineNegatives, Outcome, Positive
+from neggen_core.negatives.vllm import VllmNegatives
 
 SCHEMA_VERSION = 1
 GENERATOR_VERSION = 1  # bump when the offline generator's output changes
@@ -36,7 +39,15 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
         "category_level": config.attributes.category_level,
         "prompt_version": combined_version(INTERVENE, COMPLETE),
         "generator_version": GENERATOR_VERSION,
+        "llm": backend_version(config),
     }
+
+
+class Generator(Protocol):
+    name: str
+    model: str
+
+    def generate(self, units: Sequence[tuple[int | None, Positive]]) -> list[list[Outcome]]: ...
 
 
 def _positives(
@@ -100,14 +111,25 @@ def build(
     descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
     level = config.attributes.category_level
     positives = _positives(items, attributes, descriptions, level)
-    generator = OfflineNegatives(
-        pools=_pools(attributes, item_categories(items, level)),
-        brands=_brands(items),
-        per_item=settings.per_item,
-        interventions=settings.interventions,
-        image_ratio=settings.image_ratio,
-        seed=f"{settings.seed}:{settings.round}",
-    )
+    seed = f"{settings.seed}:{settings.round}"
+    generator: Generator
+    if config.llm.backend == "vllm":
+        generator = VllmNegatives(
+            open_backend(config, store),
+            settings.per_item,
+            settings.interventions,
+            settings.image_ratio,
+            seed,
+        )
+    else:
+        generator = OfflineNegatives(
+            pools=_pools(attributes, item_categories(items, level)),
+            brands=_brands(items),
+            per_item=settings.per_item,
+            interventions=settings.interventions,
+            image_ratio=settings.image_ratio,
+            seed=seed,
+        )
     prompt_version = combined_version(INTERVENE, COMPLETE)
     real = {(p.item.text(), p.visual_description) for p in positives.values()}
 
@@ -128,11 +150,13 @@ def build(
         if number in done:
             continue
         rows = []
-        for user_idx, item_idx in units[start : start + size]:
-            positive = positives[item_idx]
-            for j, plan in enumerate(generator.plan(positive, user_idx)):
-                negative, completed = generator.complete(positive, plan)
-                reason = check(positive, negative, completed, plan)
+        batch = [
+            (user_idx, positives[item_idx]) for user_idx, item_idx in units[start : start + size]
+        ]
+        for (user_idx, positive), outcomes in zip(batch, generator.generate(batch), strict=True):
+            item_idx = positive.item.item_idx
+            for j, outcome in enumerate(outcomes):
+                plan, completed, reason = outcome.plan, outcome.completed, outcome.reason
                 owner = "" if user_idx is None else f"u{user_idx}-"
                 rows.append(
                     {

@@ -10,12 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS
+from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS, NEGATIVES
+from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, VllmConfig, load_config
 from neggen_core.errors import BackendError
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend, extraction_messages, response_format
+from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.stages import open_store, run_stage
 from tests.standin_server import MODEL, Settings, StandIn, validate
 
@@ -166,3 +168,57 @@ def test_killed_run_resumes_without_sending_a_request_twice(
         a = store.read_frame(resumed, table, schema).drop("text", strict=False)
         b = clean_store.read_frame(reference, table, schema).drop("text", strict=False)
         assert a.equals(b), table
+
+
+def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ["negatives.batch_size=60"]
+
+    def build(config: NeggenConfig) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef]:
+        ingest = run_stage(config, "ingest", {}).ref
+        attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
+        return (
+            ingest,
+            attributes,
+            run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref,
+        )
+
+    with StandIn(FAULTS) as server:
+        clean = _config(str(tmp_path / "clean"), server, *settings)
+        ingest, attributes, reference = build(clean)
+
+    original = VllmNegatives.generate
+    calls: list[int] = []
+
+    def killed_in_the_third_batch(self: VllmNegatives, units: list[object]) -> object:
+        calls.append(len(units))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self, units)  # type: ignore[arg-type]
+
+    with StandIn(FAULTS) as server:
+        config = _config(str(tmp_path / "killed"), server, *settings)
+        ingest = run_stage(config, "ingest", {}).ref
+        attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
+        monkeypatch.setattr(VllmNegatives, "generate", killed_in_the_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes})
+        monkeypatch.setattr(VllmNegatives, "generate", original)
+        resumed = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref
+        stats = server.tally.snapshot()
+    assert stats["answered_twice"] == 0 and stats["rejected"] == 0
+    assert resumed.version == reference.version
+    store = open_store(config)
+    negatives = store.read_frame(resumed, "negatives", NEGATIVES)
+    assert negatives.equals(open_store(clean).read_frame(reference, "negatives", NEGATIVES))
+
+    keyed = store.read_frame(attributes, "attributes", ATTRIBUTES).filter(pl.col("is_key"))
+    items_with_keys = keyed.get_column("item_idx").n_unique()
+    per_item = negatives.group_by("item_idx").len()
+    assert per_item.height == items_with_keys and set(per_item.get_column("len")) == {4}
+    assert negatives.get_column("negative_id").is_unique().all()
+    assert set(negatives.get_column("status")) == {"valid", "invalid"}
+    assert negatives.filter(pl.col("status") == "invalid").get_column("reason").null_count() == 0
+    assert negatives.filter(pl.col("status") == "valid").height > 0.8 * negatives.height
+    assert set(negatives.get_column("backend")) == {f"vllm/{MODEL}"}
