@@ -293,6 +293,15 @@ class ArtifactWriter:
         piece = pq.read_table(path, filesystem=self.store.arrow_fs)
         return conform(piece, self.schemas[table], f"{self.stage}/{table} part {part}")
 
+    def read_written(self, table: str) -> pl.DataFrame:
+        """Every part of `table` written so far, in part order, as one frame."""
+        pieces = [self.read_part(table, part) for part in self.parts(table)]
+        frame = pl.from_arrow(
+            pa.concat_tables(pieces) if pieces else self.schemas[table].empty_table()
+        )
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
     def write_json(self, name: str, payload: Any) -> None:
         """Write a JSON side file (a report) into the artifact."""
         final = posixpath.join(self.staging, name)

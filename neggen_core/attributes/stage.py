@@ -148,12 +148,7 @@ def build(
         writer.write_table("descriptions", descriptions, part=number)  # last: the batch is done
 
     parts = list(range(len(batches)))
-    attributes = (
-        pl.concat([pl.from_arrow(writer.read_part("attributes", p)) for p in parts], how="vertical")
-        if parts
-        else pl.DataFrame(schema=pl.Schema(ATTRIBUTES))
-    )
-    assert isinstance(attributes, pl.DataFrame)
+    attributes = writer.read_written("attributes")
     categories = item_categories(items, config.attributes.category_level)
     if backend.marks_keys:
         keys = _marked_keys(attributes, categories)
@@ -171,14 +166,7 @@ def build(
         attributes = _mark_keys(writer, keys, categories, parts)
     writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))
 
-    descriptions = (
-        pl.concat(
-            [pl.from_arrow(writer.read_part("descriptions", p)) for p in parts], how="vertical"
-        )
-        if parts
-        else pl.DataFrame(schema=pl.Schema(DESCRIPTIONS))
-    )
-    assert isinstance(descriptions, pl.DataFrame)
+    descriptions = writer.read_written("descriptions")
     report = _report(items, attributes, descriptions, keys, backend, time.perf_counter() - started)
     writer.write_json(REPORT, report)
     return {

@@ -180,10 +180,7 @@ def build(
             "negatives", pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row"), part=number
         )
 
-    parts = sorted(writer.parts("negatives"))
-    frames = [pl.from_arrow(writer.read_part("negatives", p)) for p in parts]
-    negatives = pl.concat(frames) if frames else pl.DataFrame(schema=pl.Schema(NEGATIVES))
-    assert isinstance(negatives, pl.DataFrame)
+    negatives = writer.read_written("negatives")
     report = _report(negatives, positives, settings.per_item, time.perf_counter() - started)
     writer.write_json(REPORT, report)
     return {
