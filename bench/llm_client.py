@@ -88,7 +88,8 @@ def bench_offline() -> dict[str, Any] | None:
     office = REPO.parent / "shared" / "data" / "amazon-office"
     if not (office / "Office.inter.json").exists():
         return None
-    from neggen_core.llm.offline import OfflineBackend, ZeroShot, bundled_encoder
+    from neggen_core.encoders.text import bundled_encoder
+    from neggen_core.llm.offline import OfflineBackend, ZeroShot
     from neggen_core.stages import open_store, run_stage
 
     with tempfile.TemporaryDirectory() as root:

@@ -6,10 +6,14 @@ from prefect import flow
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config
+from neggen_core.models.registry import check_names
 from neggen_core.stages import built_ref, select_stages
 from tasks.attributes import attributes
+from tasks.embeddings import embeddings
+from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.negatives import negatives
+from tasks.train import train
 
 
 @flow(name="neggen")
@@ -23,6 +27,7 @@ def neggen(
 
     A stage before `from_stage` is not run: its artifact for this config must already exist."""
     config = load_config(config_path, overrides or [])
+    check_names(config.train)
     selected = select_stages(from_stage, until_stage)
     built: dict[str, ArtifactRef] = {}
 
@@ -35,4 +40,14 @@ def neggen(
         built["attributes"] = attributes(config, upstream("ingest"))
     if "negatives" in selected:
         built["negatives"] = negatives(config, upstream("ingest"), upstream("attributes"))
+    if "embeddings" in selected:
+        built["embeddings"] = embeddings(
+            config, upstream("ingest"), upstream("attributes"), upstream("negatives")
+        )
+    if "train" in selected:
+        built["train"] = train(config, upstream("ingest"), upstream("embeddings"))
+    if "evaluate" in selected:
+        built["evaluate"] = evaluate(
+            config, upstream("ingest"), upstream("embeddings"), upstream("train")
+        )
     return {name: ref.uri for name, ref in built.items()}

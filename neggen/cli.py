@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from neggen_core.config import load_config
 from neggen_core.errors import NeggenError
+from neggen_core.models.registry import check_names
 from neggen_core.stages import STAGE_ORDER, select_stages, status
 
 
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    load_config(args.config, args.overrides)
+    check_names(load_config(args.config, args.overrides).train)
     select_stages(args.from_stage, args.until_stage)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.neggen import neggen

@@ -139,6 +139,110 @@ class NegativesConfig(StrictModel):
     seed: int = Field(0, description="Base seed; each round derives its own.")
 
 
+class EmbeddingsConfig(StrictModel):
+    encoder: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence-transformers model: the bundled all-MiniLM-L6-v2, a hub name "
+        "(needs hub access or the local cache) or a local folder.",
+    )
+    batch_size: int = Field(1024, ge=1, description="Texts per part file (and per resume step).")
+    encode_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the encoder.")
+    image_features: bool = Field(True, description="Pillow colour/shape vectors for item images.")
+    near_duplicate_threshold: float = Field(
+        0.97,
+        gt=0,
+        le=1,
+        description="Cosine to a real item (other than its positive) at or above which a "
+        "negative is flagged as a possible false negative.",
+    )
+    exact_index_max_items: int = Field(
+        100_000, ge=0, description="Exact FAISS index up to this many items, HNSW past it."
+    )
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
+
+
+class DnsConfig(StrictModel):
+    pool: int = Field(
+        32, ge=1, description="Uniform candidates; the highest-scored is the negative."
+    )
+
+
+class MixGcfConfig(StrictModel):
+    pool: int = Field(32, ge=1, description="Uniform candidates mixed with the positive per hop.")
+
+
+class AhnsConfig(StrictModel):
+    pool: int = Field(32, ge=1, description="Uniform candidates to choose the negative from.")
+    p: float = Field(-2.0, description="Hardness exponent: target = beta * (s_pos + alpha)^(p+1).")
+    beta: float = Field(0.1, description="Hardness scale.")
+    alpha: float = Field(1.0, description="Positive-score offset.")
+
+
+class SamplersConfig(StrictModel):
+    dns: DnsConfig = Field(default_factory=DnsConfig)
+    mixgcf: MixGcfConfig = Field(default_factory=MixGcfConfig)
+    ahns: AhnsConfig = Field(default_factory=AhnsConfig)
+
+
+NegGenAblation = Literal["none", "no_causal", "no_alignment", "real_only"]
+
+
+class NegGenConfig(StrictModel):
+    effect_weight: float = Field(
+        0.4, ge=0, description="lambda: weight of the key-feature effect in the score."
+    )
+    alignment_weight: float = Field(0.01, ge=0, description="alpha: weight of the alignment loss.")
+    temperature: float = Field(0.2, gt=0, description="tau: temperature of the alignment loss.")
+    generated_weight: float = Field(
+        1.0, ge=0, description="Weight of the BPR of positives against generated negatives."
+    )
+    ablation: NegGenAblation = Field(
+        "none",
+        description="none | no_causal (generated negatives as plain feature-space negatives) | "
+        "no_alignment | real_only (content features, real negatives only).",
+    )
+    skip_possible_false_negatives: bool = Field(
+        True, description="Leave out negatives flagged as possible false negatives."
+    )
+
+
+class TrainConfig(StrictModel):
+    model: str = Field("neggen", description="Registry name: mf, lightgcn or neggen.")
+    backbone: str = Field("lightgcn", description="NegGen's backbone: mf or lightgcn.")
+    sampler: str = Field("rns", description="Real-negative sampler: rns, dns, mixgcf or ahns.")
+    embedding_size: int = Field(64, ge=1)
+    n_layers: int = Field(1, ge=1, description="LightGCN propagation layers.")
+    reg_weight: float = Field(
+        1e-2, ge=0, description="L2 weight on the batch's ego embeddings (as MMRec)."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam.")
+    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(1000, ge=1, description="At most this many epochs.")
+    patience: int = Field(
+        20, ge=1, description="Stop after this many epochs without a better valid Recall@20."
+    )
+    seed: int = Field(999)
+    samplers: SamplersConfig = Field(default_factory=SamplersConfig)
+    neggen: NegGenConfig = Field(default_factory=NegGenConfig)
+
+
+class EvaluateConfig(StrictModel):
+    ks: tuple[int, ...] = Field((10, 20, 50), min_length=1, description="Cut-offs of the metrics.")
+    batch_size: int = Field(4096, ge=1, description="Users scored per batch.")
+    mask_valid_at_test: bool = Field(
+        False,
+        description="Also mask valid items when ranking for test (as Cornac; MMRec does not).",
+    )
+    top_k: int = Field(50, ge=1, description="Recommendations kept per test user.")
+
+    @model_validator(mode="after")
+    def _has_twenty(self) -> EvaluateConfig:
+        if 20 not in self.ks:
+            raise ValueError("evaluate.ks must include 20: early stopping watches valid Recall@20")
+        return self
+
+
 class NeggenConfig(StrictModel):
     """The whole pipeline's configuration."""
 
@@ -148,6 +252,9 @@ class NeggenConfig(StrictModel):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     attributes: AttributesConfig = Field(default_factory=AttributesConfig)
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 def _is_uri(path: str) -> bool:

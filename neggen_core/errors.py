@@ -24,3 +24,7 @@ class InputFormatError(NeggenError):
 
 class BackendError(NeggenError):
     """An LLM backend cannot be used (no server answers, the model is not served)."""
+
+
+class TrainingError(NeggenError):
+    """Training cannot go on with this data or configuration."""

@@ -18,9 +18,12 @@ import pyarrow as pa
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, compute_version
 from neggen_core.attributes import stage as attributes_stage
 from neggen_core.config import NeggenConfig
+from neggen_core.embeddings import stage as embeddings_stage
 from neggen_core.errors import ArtifactError, ConfigError
+from neggen_core.evaluation import stage as evaluate_stage
 from neggen_core.ingest import stage as ingest_stage
 from neggen_core.negatives import stage as negatives_stage
+from neggen_core.training import stage as train_stage
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,32 @@ STAGES: dict[str, StageSpec] = {
         version_config=negatives_stage.version_config,
         build=negatives_stage.build,
         resumable=True,
+    ),
+    "embeddings": StageSpec(
+        name="embeddings",
+        upstream=("ingest", "attributes", "negatives"),
+        schema_version=embeddings_stage.SCHEMA_VERSION,
+        tables=embeddings_stage.TABLES,
+        version_config=embeddings_stage.version_config,
+        build=embeddings_stage.build,
+        resumable=True,
+    ),
+    "train": StageSpec(
+        name="train",
+        upstream=("ingest", "embeddings"),
+        schema_version=train_stage.SCHEMA_VERSION,
+        tables=train_stage.TABLES,
+        version_config=train_stage.version_config,
+        build=train_stage.build,
+        resumable=True,
+    ),
+    "evaluate": StageSpec(
+        name="evaluate",
+        upstream=("ingest", "embeddings", "train"),
+        schema_version=evaluate_stage.SCHEMA_VERSION,
+        tables=evaluate_stage.TABLES,
+        version_config=evaluate_stage.version_config,
+        build=evaluate_stage.build,
     ),
 }
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)

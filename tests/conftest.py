@@ -36,3 +36,25 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+DEMO_SETTINGS = (
+    "llm.zero_shot=false",
+    "negatives.per_item=2",
+    "embeddings.batch_size=256",
+    "train.epochs=3",
+)
+
+
+@pytest.fixture(scope="session")
+def demo_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    """The small demo built through embeddings once per session: (artifact root, refs)."""
+    from neggen_core.config import load_config
+    from neggen_core.stages import STAGE_ORDER, run_stage
+
+    root = str(tmp_path_factory.mktemp("demo-artifacts"))
+    config = load_config(None, [f"artifacts.root={root}", *DEMO_SETTINGS])
+    refs: dict[str, object] = {}
+    for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]:
+        refs[stage] = run_stage(config, stage, refs).ref  # type: ignore[arg-type]
+    return root, refs

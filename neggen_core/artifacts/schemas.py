@@ -120,6 +120,100 @@ NEGATIVES = pa.schema(
     ]
 )
 
+TRAINING_LOG = pa.schema(
+    [
+        _field("epoch", pa.int32(), nullable=False),
+        _field("loss", pa.float64(), nullable=False),
+        _field("bpr_loss", pa.float64()),
+        _field("generated_loss", pa.float64()),
+        _field("alignment_loss", pa.float64()),
+        _field("reg_loss", pa.float64()),
+        _field("valid_recall_20", pa.float64(), nullable=False),
+        _field("valid_ndcg_20", pa.float64(), nullable=False),
+        _field("train_seconds", pa.float64(), nullable=False),
+        _field("eval_seconds", pa.float64(), nullable=False),
+        _field("improved", pa.bool_(), nullable=False),
+    ]
+)
+
+METRICS = pa.schema(
+    [
+        _field("method", pa.string(), nullable=False),
+        _field("split", pa.string(), nullable=False),
+        _field("metric", pa.string(), nullable=False),
+        _field("k", pa.int32(), nullable=False),
+        _field("value", pa.float64(), nullable=False),
+    ]
+)
+
+USER_METRICS = pa.schema(
+    [
+        _field("user_idx", pa.int32(), nullable=False),
+        _field("split", pa.string(), nullable=False),
+        _field("metric", pa.string(), nullable=False),
+        _field("k", pa.int32(), nullable=False),
+        _field("value", pa.float64(), nullable=False),
+    ]
+)
+
+RECOMMENDATIONS = pa.schema(
+    [
+        _field("user_idx", pa.int32(), nullable=False),
+        _field("rank", pa.int32(), nullable=False),
+        _field("item_idx", pa.int32(), nullable=False),
+        _field("score", pa.float32(), nullable=False),
+    ]
+)
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def text_vectors_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            _field("text_sha256", pa.string(), nullable=False),
+            _field("vector", vector_type(dim), nullable=False),
+        ]
+    )
+
+
+def item_embeddings_schema(dim: int, image_dim: int) -> pa.Schema:
+    """One row per item: its text's vector, its visual description's (null without an image),
+    their normalised sum (`vector`, what the index holds) and Pillow image features (null
+    without an image)."""
+    return pa.schema(
+        [
+            _field("item_idx", pa.int32(), nullable=False),
+            _field("text_vector", vector_type(dim), nullable=False),
+            _field("visual_vector", vector_type(dim)),
+            _field("vector", vector_type(dim), nullable=False),
+            _field("image_features", vector_type(image_dim)),
+        ]
+    )
+
+
+def negative_embeddings_schema(dim: int) -> pa.Schema:
+    """One row per valid negative, vectors as for items, with its nearest real item."""
+    return pa.schema(
+        [
+            _field("negative_id", pa.string(), nullable=False),
+            _field("item_idx", pa.int32(), nullable=False),
+            _field("user_idx", pa.int32()),
+            _field("modality", pa.string(), nullable=False),
+            _field("text_vector", vector_type(dim), nullable=False),
+            _field("visual_vector", vector_type(dim)),
+            _field("vector", vector_type(dim), nullable=False),
+            _field("similarity_to_positive", pa.float32(), nullable=False),
+            _field("nearest_item_idx", pa.int32()),
+            _field("nearest_similarity", pa.float32()),
+            _field("near_duplicate", pa.bool_(), nullable=False),
+            _field("possible_false_negative", pa.bool_(), nullable=False),
+        ]
+    )
+
+
 TABLES: dict[str, pa.Schema] = {
     "users": USERS,
     "items": ITEMS,

@@ -211,8 +211,18 @@ class ArtifactStore:
         return frame
 
     def read_json(self, ref: ArtifactRef, name: str) -> Any:
-        with self.fs.open(posixpath.join(self.path(ref.stage, ref.version), name), "r") as handle:
-            return json.load(handle)
+        return json.loads(self.read_bytes(ref, name))
+
+    def read_bytes(self, ref: ArtifactRef, name: str) -> bytes:
+        """A side file of an artifact (a report, an index)."""
+        path = posixpath.join(self.path(ref.stage, ref.version), name)
+        try:
+            with self.fs.open(path, "rb") as handle:
+                return bytes(handle.read())
+        except FileNotFoundError as exc:
+            raise ArtifactError(
+                f"{uri_of(self.fs, path)}: the artifact has no file {name!r}"
+            ) from exc
 
     def writer(
         self,
@@ -302,13 +312,43 @@ class ArtifactWriter:
         assert isinstance(frame, pl.DataFrame)
         return frame
 
+    def set_schema(self, table: str, schema: pa.Schema) -> None:
+        """Fix a declared table's schema once it is known (a vector width known only when the
+        encoder is loaded); before any part of it is written in this attempt."""
+        if table not in self.schemas:
+            raise ArtifactError(f"stage {self.stage!r} declares no table {table!r}")
+        if schema.names != self.schemas[table].names:
+            raise ArtifactError(
+                f"{self.stage}/{table}: columns {schema.names} differ from the declared "
+                f"{self.schemas[table].names}"
+            )
+        self.schemas[table] = schema
+
     def write_json(self, name: str, payload: Any) -> None:
         """Write a JSON side file (a report) into the artifact."""
+        self.write_bytes(name, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a side file (a report, an index) into the artifact, atomically."""
         final = posixpath.join(self.staging, name)
         tmp = f"{final}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(tmp, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        with self.fs.open(tmp, "wb") as handle:
+            handle.write(data)
         self.fs.mv(tmp, final)
+
+    def read_bytes(self, name: str) -> bytes | None:
+        """A side file written earlier (by this or an earlier attempt), or None."""
+        path = posixpath.join(self.staging, name)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as handle:
+            return bytes(handle.read())
+
+    def remove(self, name: str) -> None:
+        """Drop a side file that must not be published (a resume checkpoint)."""
+        path = posixpath.join(self.staging, name)
+        if self.fs.exists(path):
+            self.fs.rm(path)
 
     def _entry(self, path: str) -> FileEntry:
         return FileEntry(
@@ -332,7 +372,9 @@ class ArtifactWriter:
                 files=[self._entry(p) for p in parts],
             )
         side_files = [
-            self._entry(p) for p in sorted(self.fs.glob(posixpath.join(self.staging, "*.json")))
+            self._entry(entry["name"])
+            for entry in sorted(self.fs.ls(self.staging, detail=True), key=lambda e: e["name"])
+            if entry["type"] == "file" and not entry["name"].endswith(".tmp")
         ]
         for stray in self.fs.glob(posixpath.join(self.staging, "**", "*.tmp")):
             self.fs.rm(stray)

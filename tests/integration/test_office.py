@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, NEGATIVES, USERS
-from neggen_core.config import load_config
-from neggen_core.stages import open_store, run_stage
+from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, METRICS, NEGATIVES, USERS
+from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.attributes.stage import item_inputs
+from neggen_core.config import NeggenConfig, load_config
+from neggen_core.embeddings.stage import read_embeddings, vectors_of
+from neggen_core.encoders.text import TextEncoder, bundled_encoder
+from neggen_core.stages import STAGE_ORDER, open_store, run_stage
 from tests.conftest import OFFICE, REPO
 from tests.unit.test_negatives import assert_only_intervened_changed
 
@@ -114,3 +119,87 @@ def test_office_negatives_offline(office_root: str) -> None:
     assert invalid.get_column("reason").null_count() == 0
     checked = assert_only_intervened_changed(store, ingest, negatives)
     assert checked == negatives.height - invalid.height > 0.9 * 4 * 2420
+
+
+def _office_refs(office_root: str, *more: str) -> tuple[NeggenConfig, dict[str, ArtifactRef]]:
+    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={office_root}", *more])
+    refs: dict[str, ArtifactRef] = {}
+    for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]:
+        refs[stage] = run_stage(config, stage, refs).ref
+    return config, refs
+
+
+def test_office_embeddings(office_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, refs = _office_refs(office_root)
+    store = open_store(config)
+    ref = refs["embeddings"]
+    items = read_embeddings(store, ref, "item_embeddings")
+    negatives = read_embeddings(store, ref, "negative_embeddings")
+    generated = store.read_frame(refs["negatives"], "negatives", NEGATIVES)
+    valid = generated.filter(pl.col("status") == "valid")
+    assert items.num_rows == 2420 and items.column("text_vector").null_count == 0
+    assert negatives.column("negative_id").to_pylist() == valid["negative_id"].to_list()
+    assert negatives.column("text_vector").null_count == 0
+    # text only, and the outputs say so
+    assert items.column("visual_vector").null_count == 2420
+    assert items.column("image_features").null_count == 2420
+    report = store.read_json(ref, "report.json")
+    assert report["coverage"] == {
+        "text": 2420,
+        "visual_description": 0,
+        "image_features": 0,
+        "without_image": 2420,
+    }
+
+    # the vectors of a direct encode of the same texts, within 1e-5
+    sample = np.random.default_rng(0).choice(2420, 100, replace=False)
+    inputs = item_inputs(store.read_frame(refs["ingest"], "items", ITEMS))
+    texts = [inputs[i].text() for i in np.sort(sample)]
+    direct = bundled_encoder().encode(texts, normalize_embeddings=True)
+    stored = vectors_of(items.column("text_vector"))[np.sort(sample)]
+    np.testing.assert_allclose(stored, direct, atol=1e-5)
+    rows = np.random.default_rng(1).choice(valid.height, 100, replace=False)
+    direct = bundled_encoder().encode(
+        valid["text"].gather(rows).to_list(), normalize_embeddings=True
+    )
+    np.testing.assert_allclose(vectors_of(negatives.column("text_vector"))[rows], direct, atol=1e-5)
+
+    # a rerun recomputes nothing
+    def no_encoding(self: TextEncoder, texts: list[str]) -> np.ndarray:
+        raise AssertionError("a rerun encoded texts")
+
+    monkeypatch.setattr(TextEncoder, "encode", no_encoding)
+    upstream = {k: v for k, v in refs.items() if k != "embeddings"}
+    assert run_stage(config, "embeddings", upstream).skipped
+
+
+def test_office_lightgcn_matches_mmrec_protocol(office_root: str) -> None:
+    """MMRec's own LightGCN on this split (n_layers 1, reg 1e-2, 64-d, Adam 1e-3, batch 2048,
+    uniform negatives, patience 20, seed 999): test Recall@20 0.0461, NDCG@20 0.0210."""
+    config, refs = _office_refs(office_root, "train.model=lightgcn", "train.sampler=rns")
+    assert (config.train.n_layers, config.train.reg_weight, config.train.seed) == (1, 1e-2, 999)
+    upstream = {"ingest": refs["ingest"], "embeddings": refs["embeddings"]}
+    train = run_stage(config, "train", upstream).ref
+    evaluated = run_stage(config, "evaluate", {**upstream, "train": train}).ref
+    test = open_store(config).read_json(evaluated, "report.json")["test"]
+    assert test["recall@20"] == pytest.approx(0.0461, rel=0.10), test
+    assert test["ndcg@20"] == pytest.approx(0.0210, rel=0.10), test
+
+
+def test_office_whole_pipeline_through_the_flow(office_root: str, prefect_harness: None) -> None:
+    from flows.neggen import neggen
+
+    uris = neggen(
+        config_path=str(REPO / "configs" / "office.yaml"),
+        overrides=[f"artifacts.root={office_root}"],
+    )
+    assert list(uris) == list(STAGE_ORDER)
+    config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={office_root}"])
+    store = open_store(config)
+    version = Path(uris["evaluate"]).name
+    metrics = store.read_frame(store.ref("evaluate", version), "metrics", METRICS)
+    recall = metrics.filter(
+        (pl.col("split") == "test") & (pl.col("metric") == "recall") & (pl.col("k") == 20)
+    )
+    assert recall["method"].to_list() == ["neggen(lightgcn)+rns"]
+    assert 0.02 < recall["value"][0] < 0.2

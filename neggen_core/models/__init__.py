@@ -1,0 +1,1 @@
+"""Recommenders (MF, LightGCN, NegGen) and negative samplers, found by name in a registry."""

@@ -1,0 +1,65 @@
+"""The model contract (as MMRec/RecBole): `calculate_loss(batch)` and `full_sort_predict(users)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch, by name rather than as a positional tuple.
+
+    users, positives: (B,) int64, the train interactions of the batch.
+    negatives: (B,) int64 real negatives, or (B, M) a candidate pool that the model mixes with the
+        positive hop by hop (MixGCF); then `mix` holds the (B, hops) mixing weights.
+    generated: (B,) int64 row of a generated negative of each positive, -1 where it has none.
+    """
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+    mix: torch.Tensor | None = None
+    generated: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Losses:
+    """The loss to minimise and its named parts (as floats, for the training log)."""
+
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class Recommender(nn.Module):
+    """Base of every model: the scores of users for items, the loss of a batch."""
+
+    n_users: int
+    n_items: int
+    hops: int = 1  # embedding layers a MixGCF pool is mixed over
+
+    def calculate_loss(self, batch: Batch) -> Losses:
+        """The batch's loss, a scalar tensor with its gradient, and its parts."""
+        raise NotImplementedError
+
+    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+        """(len(users), n_items) scores of `users` (int64, (U,)) for every item."""
+        raise NotImplementedError
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, M) scores of users (B,) for their candidate items (B, M), without gradient."""
+        raise NotImplementedError
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(positive - negative), averaged: softplus keeps it finite for any margin."""
+    return nn.functional.softplus(negative - positive).mean()
+
+
+def embedding_l2(*embeddings: torch.Tensor) -> torch.Tensor:
+    """MMRec's EmbLoss: the sum of the tensors' L2 norms over the batch size."""
+    total = sum(torch.linalg.vector_norm(e) for e in embeddings)
+    assert isinstance(total, torch.Tensor)
+    return total / embeddings[-1].shape[0]

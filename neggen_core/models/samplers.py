@@ -1,0 +1,131 @@
+"""Real-item negative samplers, vectorised over the batch (no per-user Python loop):
+
+- RNS: uniform over the items the user has not interacted with in train.
+- DNS (Zhang et al., SIGIR 2013): the highest-scored of a uniform candidate pool.
+- MixGCF (Huang et al., KDD 2021): a uniform pool that the model mixes with the positive hop by
+  hop (positive mixing) and picks from per hop (hop mixing); see `Backbone.embed_batch`.
+- AHNS (Lai et al., AAAI 2024): the candidate whose score is nearest to the adaptive hardness
+  target beta * (s_pos + alpha)^(p + 1): a harder negative for a lower-scored positive.
+
+Uniform candidates are drawn by rejection: draw, test all pairs against the sorted train keys at
+once, redraw only the pairs that hit, until none does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from neggen_core.config import AhnsConfig
+from neggen_core.errors import TrainingError
+from neggen_core.models.base import Batch, Recommender
+from neggen_core.training.data import TrainingData
+
+MAX_REDRAWS = 1000
+
+
+def uniform_candidates(
+    data: TrainingData, users: np.ndarray, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(len(users), size) items drawn uniformly among those each user has not trained on."""
+    candidates = rng.integers(0, data.n_items, size=(len(users), size))
+    rows = np.broadcast_to(users[:, None], candidates.shape)
+    bad = data.interacted(rows, candidates)
+    for _ in range(MAX_REDRAWS):
+        if not bad.any():
+            return candidates
+        candidates[bad] = rng.integers(0, data.n_items, size=int(bad.sum()))
+        bad[bad] = data.interacted(rows[bad], candidates[bad])
+    stuck = np.unique(rows[bad])[:5].tolist()
+    raise TrainingError(
+        f"users {stuck} have almost no item they have not interacted with; "
+        f"no negative found after {MAX_REDRAWS} draws"
+    )
+
+
+class Sampler(Protocol):
+    name: str
+
+    def sample(
+        self,
+        model: Recommender,
+        users: np.ndarray,
+        positives: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Batch: ...
+
+
+def _batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:
+    return Batch(
+        users=torch.from_numpy(users),
+        positives=torch.from_numpy(positives),
+        negatives=torch.from_numpy(negatives),
+    )
+
+
+@dataclass(frozen=True)
+class RNS:
+    data: TrainingData
+    name: str = "rns"
+
+    def sample(
+        self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
+    ) -> Batch:
+        return _batch(users, positives, uniform_candidates(self.data, users, 1, rng)[:, 0])
+
+
+@dataclass(frozen=True)
+class DNS:
+    data: TrainingData
+    pool: int
+    name: str = "dns"
+
+    def sample(
+        self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
+    ) -> Batch:
+        pool = uniform_candidates(self.data, users, self.pool, rng)
+        scores = model.score_candidates(torch.from_numpy(users), torch.from_numpy(pool))
+        best = scores.argmax(dim=1).numpy()
+        return _batch(users, positives, pool[np.arange(len(users)), best])
+
+
+@dataclass(frozen=True)
+class AHNS:
+    data: TrainingData
+    settings: AhnsConfig
+    name: str = "ahns"
+
+    def sample(
+        self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
+    ) -> Batch:
+        pool = uniform_candidates(self.data, users, self.settings.pool, rng)
+        user_tensor = torch.from_numpy(users)
+        scores = model.score_candidates(user_tensor, torch.from_numpy(pool))
+        positive = model.score_candidates(user_tensor, torch.from_numpy(positives[:, None]))
+        # the base is kept positive so that a fractional exponent stays real
+        base = (positive + self.settings.alpha).clamp_min(1e-6)
+        target = self.settings.beta * base.pow(self.settings.p + 1)
+        best = (scores - target).abs().argmin(dim=1).numpy()
+        return _batch(users, positives, pool[np.arange(len(users)), best])
+
+
+@dataclass(frozen=True)
+class MixGCF:
+    data: TrainingData
+    pool: int
+    name: str = "mixgcf"
+
+    def sample(
+        self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
+    ) -> Batch:
+        pool = uniform_candidates(self.data, users, self.pool, rng)
+        mix = rng.random((len(users), model.hops), dtype=np.float32)
+        return Batch(
+            users=torch.from_numpy(users),
+            positives=torch.from_numpy(positives),
+            negatives=torch.from_numpy(pool),
+            mix=torch.from_numpy(mix),
+        )

@@ -1,0 +1,1 @@
+"""Training: the data it reads, the trainer, the train stage."""

@@ -1,0 +1,196 @@
+"""What training reads from the artifacts, as arrays: the split as per-user CSR lists, the items'
+modal features and the generated negatives grouped by their positive.
+
+Membership tests ("has user u interacted with item i in train?") are vectorised: the train pairs
+are kept as sorted keys `u * n_items + i`, looked up with `np.searchsorted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+
+from neggen_core.artifacts.schemas import INTERACTIONS, USERS
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.embeddings.stage import read_embeddings, vectors_of
+from neggen_core.errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class UserItems:
+    """One split as a CSR: the items of user u are `items[indptr[u]:indptr[u + 1]]`."""
+
+    indptr: np.ndarray
+    items: np.ndarray
+
+    @classmethod
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> UserItems:
+        order = np.lexsort((items, users))
+        counts = np.bincount(users, minlength=n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(indptr, items[order].astype(np.int64))
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def gather(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in `users`, item) for every item of every user in `users`, without a loop."""
+        starts, counts = self.indptr[users], self.counts[users]
+        rows = np.repeat(np.arange(len(users)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.items[np.repeat(starts, counts) + offsets]
+
+    def keys(self, n_items: int) -> np.ndarray:
+        users = np.repeat(np.arange(len(self.indptr) - 1), self.counts)
+        return np.sort(users * n_items + self.items)
+
+
+def contains(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Whether each (user, item) pair (broadcast) is among the sorted `keys`."""
+    query = users * n_items + items
+    position = np.searchsorted(keys, query)
+    found = keys[np.minimum(position, len(keys) - 1)] == query
+    return found & (position < len(keys))
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Modal features (text, and the visual description where the dataset has images) of the
+    real items and of the generated negatives, the negatives grouped by their positive."""
+
+    item_modal: torch.Tensor  # (n_items, M, D): modality m of item i; zeros where absent
+    item_present: torch.Tensor  # (n_items, M) bool
+    negative_modal: torch.Tensor  # (G, M, D)
+    negative_present: torch.Tensor  # (G, M) bool
+    negative_owner: torch.Tensor  # (G,) item_idx of each negative's positive, sorted
+    negative_indptr: np.ndarray  # (n_items + 1,): the negatives of item i are rows [i]:[i+1]
+    item_minus_negatives: torch.Tensor  # (n_items, M, D): x_i - the mean of its negatives' x
+    negative_minus_item: torch.Tensor  # (G, M, D): x_i- - x_i, each negative against its positive
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_modal.shape[2])
+
+    @property
+    def modalities(self) -> int:
+        return int(self.item_modal.shape[1])
+
+    @property
+    def generated(self) -> int:
+        return int(self.negative_owner.shape[0])
+
+    @property
+    def has_negatives(self) -> torch.Tensor:
+        return torch.from_numpy(np.diff(self.negative_indptr) > 0)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    n_users: int
+    n_items: int
+    train_users: np.ndarray  # (n_train,) the positives, pair by pair
+    train_items: np.ndarray
+    splits: Mapping[str, UserItems]
+    train_keys: np.ndarray
+    features: ItemFeatures | None
+
+    def interacted(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether user u has item i among its train interactions (broadcast)."""
+        return contains(self.train_keys, users, items, self.n_items)
+
+
+def _modal(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M, D) modal vectors and (rows, M) presence: text, then the visual description."""
+    text = np.array(vectors_of(table.column("text_vector")))
+    if not with_visual:
+        return text[:, None, :], np.ones((len(text), 1), dtype=bool)
+    column = table.column("visual_vector")
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    visual = np.zeros_like(text)
+    if present.any():
+        visual[present] = vectors_of(column.filter(column.is_valid()))
+    both = np.stack([text, visual], axis=1)
+    return both, np.stack([np.ones(len(text), dtype=bool), present], axis=1)
+
+
+def load_features(
+    store: ArtifactStore, embeddings: ArtifactRef, n_items: int, skip_flagged: bool
+) -> ItemFeatures:
+    items = read_embeddings(store, embeddings, "item_embeddings")
+    if items.num_rows != n_items:
+        raise ArtifactError(f"{embeddings.uri}: {items.num_rows} item rows, expected {n_items}")
+    with_visual = items.column("visual_vector").null_count < items.num_rows
+    item_modal, item_present = _modal(items, with_visual)
+
+    negatives = read_embeddings(store, embeddings, "negative_embeddings")
+    if skip_flagged:
+        flagged = negatives.column("possible_false_negative").to_numpy(zero_copy_only=False)
+        negatives = negatives.filter(~flagged)
+    owner = negatives.column("item_idx").to_numpy().astype(np.int64)
+    order = np.argsort(owner, kind="stable")
+    negatives, owner = negatives.take(order), owner[order]
+    negative_modal, negative_present = _modal(negatives, with_visual)
+    counts = np.bincount(owner, minlength=n_items)
+    summed = np.zeros_like(item_modal)
+    np.add.at(summed, owner, negative_modal)
+    mean = summed / np.maximum(counts, 1)[:, None, None]
+    minus = np.where((counts > 0)[:, None, None], item_modal - mean, 0.0).astype(np.float32)
+    return ItemFeatures(
+        item_modal=torch.from_numpy(item_modal),
+        item_present=torch.from_numpy(item_present),
+        negative_modal=torch.from_numpy(np.ascontiguousarray(negative_modal)),
+        negative_present=torch.from_numpy(negative_present),
+        negative_owner=torch.from_numpy(owner),
+        negative_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        item_minus_negatives=torch.from_numpy(minus),
+        negative_minus_item=torch.from_numpy(negative_modal - item_modal[owner]),
+    )
+
+
+def load_training_data(
+    store: ArtifactStore,
+    ingest: ArtifactRef,
+    embeddings: ArtifactRef | None,
+    skip_flagged: bool = True,
+) -> TrainingData:
+    """The split of `ingest`, and the modal features of `embeddings` when given."""
+    users = store.read_frame(ingest, "users", USERS, columns=["user_idx"])
+    interactions = store.read_frame(
+        ingest, "interactions", INTERACTIONS, columns=["user_idx", "item_idx", "split"]
+    )
+    n_users = users.height
+    n_items = store.manifest(ingest.stage, ingest.version).tables["items"].rows
+    splits = {}
+    for split in ("train", "valid", "test"):
+        part = interactions.filter(pl.col("split") == split)
+        splits[split] = UserItems.from_pairs(
+            part["user_idx"].to_numpy().astype(np.int64),
+            part["item_idx"].to_numpy().astype(np.int64),
+            n_users,
+        )
+    train = splits["train"]
+    full = np.flatnonzero(train.counts >= n_items)
+    if len(full):
+        raise ArtifactError(
+            f"{ingest.uri}: user_idx {full[:5].tolist()} interacted with every item in train; "
+            "no negative can be sampled for them (raise ingest.k_core or drop those users)"
+        )
+    train_users = np.repeat(np.arange(n_users, dtype=np.int64), train.counts)
+    features = None
+    if embeddings is not None:
+        features = load_features(store, embeddings, n_items, skip_flagged)
+    return TrainingData(
+        n_users=n_users,
+        n_items=n_items,
+        train_users=train_users,
+        train_items=train.items,
+        splits=splits,
+        train_keys=train.keys(n_items),
+        features=features,
+    )

@@ -1,0 +1,22 @@
+"""The embeddings task."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.config import NeggenConfig
+from tasks.stage_run import run_logged
+
+
+@task(name="embeddings", cache_policy=NO_CACHE)
+def embeddings(
+    config: NeggenConfig, ingest: ArtifactRef, attributes: ArtifactRef, negatives: ArtifactRef
+) -> ArtifactRef:
+    """Items + negatives -> text vectors, image features, a FAISS index, near-duplicate flags."""
+    return run_logged(
+        config,
+        "embeddings",
+        {"ingest": ingest, "attributes": attributes, "negatives": negatives},
+    )

@@ -1,0 +1,269 @@
+"""The embeddings stage: what is embedded, resume, downstream reads, the index, image features."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageDraw
+
+from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS, NEGATIVES
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.attributes.stage import item_inputs
+from neggen_core.config import NeggenConfig, load_config
+from neggen_core.embeddings.stage import (
+    INDEX_FILE,
+    load_index,
+    read_embeddings,
+    vector_array,
+    vectors_of,
+)
+from neggen_core.encoders.image import IMAGE_FEATURE_DIM, pixel_features
+from neggen_core.encoders.index import IndexSettings, ItemIndex
+from neggen_core.encoders.text import TextEncoder, bundled_encoder, load_sentence_model
+from neggen_core.errors import ConfigError
+from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from tests.conftest import DEMO_SETTINGS
+
+TABLES = ("text_vectors", "item_embeddings", "negative_embeddings")
+
+
+def _config(root: str) -> NeggenConfig:
+    return load_config(None, [f"artifacts.root={root}", *DEMO_SETTINGS])
+
+
+@pytest.fixture(scope="module")
+def demo(
+    demo_built: tuple[str, dict[str, ArtifactRef]],
+) -> tuple[ArtifactStore, dict[str, ArtifactRef]]:
+    root, refs = demo_built
+    return open_store(_config(root)), refs
+
+
+def test_every_item_and_valid_negative_is_embedded_as_the_encoder_would(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+) -> None:
+    store, refs = demo
+    ref = refs["embeddings"]
+    items = store.read_frame(refs["ingest"], "items", ITEMS)
+    negatives = store.read_frame(refs["negatives"], "negatives", NEGATIVES)
+    item_table = read_embeddings(store, ref, "item_embeddings")
+    negative_table = read_embeddings(store, ref, "negative_embeddings")
+
+    assert item_table.column("item_idx").to_pylist() == list(range(items.height))
+    assert item_table.column("text_vector").null_count == 0
+    # every demo item has an image: a visual description and Pillow features
+    assert item_table.column("visual_vector").null_count == 0
+    assert item_table.column("image_features").null_count == 0
+    assert item_table.schema.field("image_features").type.list_size == IMAGE_FEATURE_DIM
+    valid = negatives.filter(pl.col("status") == "valid")
+    assert negative_table.column("negative_id").to_pylist() == valid["negative_id"].to_list()
+
+    for column in ("text_vector", "visual_vector", "vector"):
+        norms = np.linalg.norm(vectors_of(item_table.column(column)), axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+    # the same vectors as a direct encode of the same texts
+    model = bundled_encoder()
+    texts = [item.text() for item in item_inputs(items)][:20]
+    direct = model.encode(texts, normalize_embeddings=True)
+    stored = vectors_of(item_table.column("text_vector"))[:20]
+    np.testing.assert_allclose(stored, direct, atol=1e-5)
+    sample = valid.head(20)
+    direct = model.encode(sample["text"].to_list(), normalize_embeddings=True)
+    stored = vectors_of(negative_table.column("text_vector"))[:20]
+    np.testing.assert_allclose(stored, direct, atol=1e-5)
+
+    # a negative and its positive share the vector of the modality that was not intervened
+    item_text = vectors_of(item_table.column("text_vector"))
+    item_visual = vectors_of(item_table.column("visual_vector"))
+    frame = pl.from_arrow(negative_table.select(["item_idx", "modality"]))
+    assert isinstance(frame, pl.DataFrame)
+    positives = frame["item_idx"].to_numpy()
+    text_negatives = (frame["modality"] == "text").to_numpy()
+    image_negatives = (frame["modality"] == "image").to_numpy()
+    assert text_negatives.any() and image_negatives.any()
+    negative_text = vectors_of(negative_table.column("text_vector"))
+    negative_visual = vectors_of(negative_table.column("visual_vector"))
+    np.testing.assert_array_equal(
+        negative_visual[text_negatives], item_visual[positives[text_negatives]]
+    )
+    np.testing.assert_array_equal(
+        negative_text[image_negatives], item_text[positives[image_negatives]]
+    )
+    assert not np.array_equal(negative_text[text_negatives], item_text[positives[text_negatives]])
+
+    manifest = store.manifest("embeddings", ref.version)
+    assert manifest.info["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest.info["dim"] == 384
+    assert INDEX_FILE in {f.path for f in manifest.files}
+    report = store.read_json(ref, "report.json")
+    assert report["coverage"]["image_features"] == items.height
+
+
+def test_downstream_tools_read_a_float32_matrix_with_polars_or_pyarrow_alone(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+) -> None:
+    _, refs = demo
+    folder = Path(refs["embeddings"].uri) / "item_embeddings"
+    by_polars = pl.read_parquet(folder)["text_vector"].to_numpy()
+    column = pq.read_table(folder).column("text_vector").combine_chunks()
+    by_pyarrow = column.values.to_numpy().reshape(len(column), column.type.list_size)
+    assert by_polars.dtype == by_pyarrow.dtype == np.float32
+    assert by_polars.shape == by_pyarrow.shape == (len(column), 384)
+    np.testing.assert_array_equal(by_polars, by_pyarrow)
+
+
+def test_a_rerun_recomputes_nothing(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, refs = demo
+    config = _config(store.root)
+    folder = Path(refs["embeddings"].uri)
+    files = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+    def no_encoding(self: TextEncoder, texts: list[str]) -> np.ndarray:
+        raise AssertionError("a rerun encoded texts")
+
+    monkeypatch.setattr(TextEncoder, "encode", no_encoding)
+    upstream = {k: v for k, v in refs.items() if k != "embeddings"}
+    again = run_stage(config, "embeddings", upstream)
+    assert again.skipped and again.ref == refs["embeddings"]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == files
+
+
+def test_a_killed_run_resumes_to_the_same_artifact(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, refs = demo
+    config = _config(str(tmp_path / "killed"))
+    upstream: dict[str, ArtifactRef] = {}
+    for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings")]:
+        upstream[stage] = run_stage(config, stage, upstream).ref
+    original = TextEncoder.encode
+    calls: list[int] = []
+
+    def dies_in_the_second_part(self: TextEncoder, texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, texts)
+
+    monkeypatch.setattr(TextEncoder, "encode", dies_in_the_second_part)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, "embeddings", upstream)
+    monkeypatch.setattr(TextEncoder, "encode", original)
+    resumed = run_stage(config, "embeddings", upstream).ref
+    assert resumed.version == refs["embeddings"].version
+    killed_store = open_store(config)
+    report = killed_store.read_json(resumed, "report.json")
+    assert report["texts_encoded_this_attempt"] == report["unique_texts"] - calls[0]
+    for table in TABLES:
+        assert read_embeddings(killed_store, resumed, table).equals(
+            read_embeddings(store, refs["embeddings"], table)
+        ), table
+    assert killed_store.read_bytes(resumed, INDEX_FILE) == store.read_bytes(
+        refs["embeddings"], INDEX_FILE
+    )
+
+
+def test_the_index_finds_each_item_first_and_its_neighbours(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+) -> None:
+    store, refs = demo
+    index = load_index(store, refs["embeddings"])
+    vectors = vectors_of(read_embeddings(store, refs["embeddings"], "item_embeddings")["vector"])
+    scores, found = index.search(vectors, 5)
+    assert found.shape == (len(vectors), 5) and index.kind == "exact"
+    np.testing.assert_array_equal(found[:, 0], np.arange(len(vectors)))
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    hnsw = ItemIndex.build(vectors, IndexSettings(exact_max_items=10))
+    assert hnsw.kind == "hnsw"
+    _, approximate = hnsw.search(vectors, 5)
+    assert (approximate[:, 0] == np.arange(len(vectors))).mean() > 0.99
+    assert ItemIndex.build(vectors, IndexSettings(exact_max_items=10)).to_bytes() == (
+        hnsw.to_bytes()
+    )
+
+
+def test_a_negative_that_duplicates_another_real_item_is_flagged() -> None:
+    encoder = TextEncoder("all-MiniLM-L6-v2")
+    catalogue = [
+        "Title: Swingline Classic Desk Stapler, Red\nCategories: Office Supplies > Staplers",
+        "Title: Swingline Classic Desk Stapler, Blue\nCategories: Office Supplies > Staplers",
+        "Title: Pilot G2 Gel Pens, Black Ink, 12 Pack\nCategories: Office Supplies > Pens",
+    ]
+    index = ItemIndex.build(encoder.encode(catalogue), IndexSettings())
+    negatives = [
+        catalogue[1],  # the red stapler turned blue: exactly another real item
+        "Title: Swingline Classic Desk Stapler, Red\nCategories: Office Supplies > Pens",
+    ]
+    nearest, similarity = index.nearest_other(encoder.encode(negatives), np.array([0, 0]))
+    threshold = load_config(None).embeddings.near_duplicate_threshold
+    assert nearest[0] == 1 and similarity[0] >= threshold
+    assert nearest[1] != 0 and similarity[1] < threshold
+
+
+def test_vector_arrays_keep_nulls_as_nulls() -> None:
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    array = vector_array(matrix, np.array([True, False, True, True]))
+    assert array.null_count == 1 and array[1].as_py() is None
+    np.testing.assert_array_equal(vectors_of(array.filter(array.is_valid())), matrix[[0, 2, 3]])
+    with pytest.raises(ValueError, match="null vectors"):
+        vectors_of(array)
+
+
+def _picture(colour: tuple[int, int, int], shape: str) -> np.ndarray:
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    if shape == "circle":
+        draw.ellipse((12, 12, 52, 52), fill=colour)
+    else:
+        draw.rectangle((8, 20, 56, 44), fill=colour)
+    return np.asarray(image)
+
+
+def test_image_features_follow_colour_and_shape() -> None:
+    red_circle = pixel_features(_picture((220, 30, 30), "circle"))
+    blue_circle = pixel_features(_picture((30, 30, 220), "circle"))
+    red_bar = pixel_features(_picture((220, 30, 30), "rectangle"))
+    assert red_circle.shape == (IMAGE_FEATURE_DIM,) and red_circle.dtype == np.float32
+    assert np.isclose(np.linalg.norm(red_circle), 1.0)
+    colour, shape = slice(0, IMAGE_FEATURE_DIM - 10), slice(IMAGE_FEATURE_DIM - 10, None)
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    # colour lives in the histogram part, shape in the descriptors
+    assert cosine(red_circle[colour], red_bar[colour]) > 0.99
+    assert cosine(red_circle[colour], blue_circle[colour]) < 0.5
+    assert cosine(red_circle[shape], blue_circle[shape]) > 0.99
+    assert cosine(red_circle[shape], red_bar[shape]) < 0.95
+
+
+def test_an_unloadable_encoder_name_fails_fast_and_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    began = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"embeddings\.encoder 'no-such-org/no-such-model'.*"):
+        load_sentence_model("no-such-org/no-such-model")
+    assert time.perf_counter() - began < 10
+
+
+def test_descriptions_table_feeds_the_visual_vectors(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+) -> None:
+    store, refs = demo
+    descriptions = store.read_frame(refs["attributes"], "descriptions", DESCRIPTIONS)
+    visual = descriptions.filter(pl.col("modality") == "image").sort("item_idx")
+    table = read_embeddings(store, refs["embeddings"], "item_embeddings")
+    stored = vectors_of(table["visual_vector"])
+    direct = bundled_encoder().encode(visual["text"].head(10).to_list(), normalize_embeddings=True)
+    np.testing.assert_allclose(stored[visual["item_idx"].head(10).to_numpy()], direct, atol=1e-5)

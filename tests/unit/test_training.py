@@ -1,0 +1,285 @@
+"""Samplers, models, the NegGen loss, the trainer, and the train/evaluate stages on the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from neggen_core.artifacts.schemas import METRICS, RECOMMENDATIONS, TRAINING_LOG
+from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.config import AhnsConfig, NeggenConfig, TrainConfig, load_config
+from neggen_core.errors import ConfigError
+from neggen_core.evaluation import evaluator as evaluator_module
+from neggen_core.models.backbones import MF
+from neggen_core.models.base import Batch, Recommender
+from neggen_core.models.neggen import NegGen
+from neggen_core.models.registry import build_model, build_sampler, check_names
+from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
+from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from neggen_core.training.data import TrainingData, UserItems, load_training_data
+from neggen_core.training.trainer import generated_rows
+from tests.conftest import DEMO_SETTINGS
+
+
+def _crowded() -> TrainingData:
+    """User 0 has trained on 9 of 10 items; user 1 on one."""
+    users = np.array([0] * 9 + [1])
+    items = np.array([*range(9), 3])
+    train = UserItems.from_pairs(users, items, 2)
+    empty = UserItems.from_pairs(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 2)
+    return TrainingData(
+        2, 10, users, items, {"train": train, "valid": empty, "test": empty}, train.keys(10), None
+    )
+
+
+def test_uniform_candidates_are_never_train_items() -> None:
+    data = _crowded()
+    rng = np.random.default_rng(0)
+    users = np.array([0, 1] * 500)
+    drawn = uniform_candidates(data, users, 8, rng)
+    assert (drawn[users == 0] == 9).all()
+    assert not data.interacted(np.broadcast_to(users[:, None], drawn.shape), drawn).any()
+    assert set(np.unique(drawn[users == 1])) == set(range(10)) - {3}
+
+
+class Scores(Recommender):
+    """A model whose score of (user, item) is a fixed table."""
+
+    def __init__(self, table: np.ndarray):
+        super().__init__()
+        self.table = torch.from_numpy(table)
+        self.hops = 2
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.table[users[:, None], items]
+
+
+@pytest.mark.parametrize("name", ["rns", "dns", "mixgcf", "ahns"])
+def test_every_sampler_returns_only_items_the_user_has_not_trained_on(name: str) -> None:
+    data = _crowded()
+    sampler = build_sampler(TrainConfig(sampler=name), data)
+    model = Scores(np.random.default_rng(1).random((2, 10)).astype(np.float32))
+    users = np.array([0, 1] * 300)
+    positives = np.where(users == 0, 4, 3)
+    batch = sampler.sample(model, users, positives, np.random.default_rng(2))
+    negatives = batch.negatives.numpy()
+    rows = users[:, None] if negatives.ndim == 2 else users
+    assert not data.interacted(np.broadcast_to(rows, negatives.shape), negatives).any()
+    if name == "mixgcf":
+        assert negatives.shape == (600, 32) and batch.mix is not None
+        assert batch.mix.shape == (600, 2)
+
+
+def test_dns_takes_the_highest_scored_and_ahns_the_adaptive_target() -> None:
+    data = _crowded()
+    table = np.zeros((2, 10), dtype=np.float32)
+    table[1] = [0.9, 0.04, 0.3, 1.0, 0.06, 0.5, 0.7, 0.2, 0.1, 0.8]
+    model = Scores(table)
+    users, positives = np.array([1]), np.array([3])
+    # the pool is every item but the train item 3, drawn many times over
+    dns = DNS(data, pool=200).sample(model, users, positives, np.random.default_rng(0))
+    assert dns.negatives.tolist() == [0]
+    # AHNS: s_pos = 1, target = 0.1 * (1 + 1)^(-2 + 1) = 0.05; items 1 (0.04) and 4 (0.06) tie
+    ahns = AHNS(data, AhnsConfig(pool=200))
+    assert ahns.sample(model, users, positives, np.random.default_rng(0)).negatives.item() in {1, 4}
+    table[1, 4] = 0.051
+    chosen = ahns.sample(model, users, positives, np.random.default_rng(0))
+    assert chosen.negatives.tolist() == [4]
+    assert isinstance(RNS(data).sample(model, users, positives, np.random.default_rng(0)), Batch)
+    assert MixGCF(data, 4).sample(model, users, positives, np.random.default_rng(0)).mix is not None
+
+
+def test_unknown_names_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match=r"train.sampler 'bns': unknown \(known: ahns, dns"):
+        check_names(TrainConfig(sampler="bns"))
+    with pytest.raises(ConfigError, match=r"train.model 'ngcf'"):
+        build_model(TrainConfig(model="ngcf"), _crowded())
+
+
+def _config(root: str, *more: str) -> NeggenConfig:
+    return load_config(None, [f"artifacts.root={root}", *DEMO_SETTINGS, *more])
+
+
+@pytest.fixture(scope="module")
+def demo(demo_built: tuple[str, dict[str, ArtifactRef]]) -> tuple[str, dict[str, ArtifactRef]]:
+    return demo_built
+
+
+def _data(root: str, refs: dict[str, ArtifactRef]) -> TrainingData:
+    return load_training_data(open_store(_config(root)), refs["ingest"], refs["embeddings"])
+
+
+def test_the_neggen_loss_is_finite_for_extreme_inputs(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    data = _data(*demo)
+    settings = TrainConfig(neggen={"temperature": 0.01})
+    model = build_model(settings, data)
+    assert isinstance(model, NegGen)
+    with torch.no_grad():
+        model.backbone.user_embedding.mul_(1e4)
+        model.backbone.item_embedding.mul_(-1e4)
+    users = torch.from_numpy(data.train_users[:64])
+    positives = torch.from_numpy(data.train_items[:64])
+    assert data.features is not None
+    picked = generated_rows(data.features, positives.numpy(), np.random.default_rng(0))
+    assert (picked >= 0).any()
+    batch = Batch(
+        users, positives, (positives + 1) % data.n_items, generated=torch.from_numpy(picked)
+    )
+    losses = model.calculate_loss(batch)
+    assert torch.isfinite(losses.total) and losses.total > 1e3
+    assert {"bpr", "generated", "alignment", "reg"} <= set(losses.parts)
+    losses.total.backward()
+    for parameter in model.parameters():
+        assert parameter.grad is None or torch.isfinite(parameter.grad).all()
+
+
+def test_the_generated_negative_is_drawn_among_the_positives_own(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    features = _data(*demo).features
+    assert features is not None
+    positives = np.arange(len(features.negative_indptr) - 1)
+    picked = generated_rows(features, positives, np.random.default_rng(3))
+    owners = features.negative_owner.numpy()
+    has = picked >= 0
+    assert (owners[picked[has]] == positives[has]).all()
+    assert (np.diff(features.negative_indptr)[~has] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("train.model=mf", "train.sampler=rns"),
+        ("train.model=lightgcn", "train.sampler=rns"),
+        ("train.model=lightgcn", "train.sampler=dns"),
+        ("train.model=lightgcn", "train.sampler=mixgcf"),
+        ("train.model=lightgcn", "train.sampler=ahns"),
+        ("train.model=mf", "train.sampler=mixgcf"),
+        ("train.model=neggen", "train.sampler=rns"),
+        ("train.model=neggen", "train.backbone=mf", "train.sampler=dns"),
+        ("train.model=neggen", "train.neggen.ablation=no_causal"),
+        ("train.model=neggen", "train.neggen.ablation=no_alignment"),
+        ("train.model=neggen", "train.neggen.ablation=real_only", "train.sampler=ahns"),
+    ],
+    ids=lambda s: "+".join(v.split("=")[1] for v in s),
+)
+def test_one_epoch_of_every_model_and_sampler(
+    demo: tuple[str, dict[str, ArtifactRef]], tmp_path: Path, settings: tuple[str, ...]
+) -> None:
+    root, refs = demo
+    config = _config(root, "train.epochs=1", *settings)
+    upstream = {"ingest": refs["ingest"], "embeddings": refs["embeddings"]}
+    train = run_stage(config, "train", upstream).ref
+    store = open_store(config)
+    log = store.read_frame(train, "training_log", TRAINING_LOG)
+    assert log.height == 1 and np.isfinite(log["loss"][0])
+    evaluated = run_stage(config, "evaluate", {**upstream, "train": train}).ref
+    metrics = store.read_frame(evaluated, "metrics", METRICS)
+    assert set(metrics["split"]) == {"valid", "test"}
+    assert metrics.filter(pl.col("metric") == "recall")["value"].is_between(0, 1).all()
+
+
+def test_evaluate_writes_the_recommendations_the_test_metrics_came_from(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    root, refs = demo
+    config = _config(root, "train.model=lightgcn")
+    upstream = {"ingest": refs["ingest"], "embeddings": refs["embeddings"]}
+    train = run_stage(config, "train", upstream).ref
+    evaluated = run_stage(config, "evaluate", {**upstream, "train": train}).ref
+    store = open_store(config)
+    recommendations = store.read_frame(evaluated, "recommendations", RECOMMENDATIONS)
+    data = _data(root, refs)
+    test_users = np.flatnonzero(data.splits["test"].counts)
+    assert recommendations["user_idx"].n_unique() == len(test_users)
+    assert recommendations.group_by("user_idx").len()["len"].unique().to_list() == [50]
+    # recall@20 again, from the table alone
+    test = data.splits["test"]
+    top = recommendations.filter(pl.col("rank") <= 20)
+    hits = np.array(
+        [
+            len(set(group["item_idx"]) & set(test.items[test.indptr[u] : test.indptr[u + 1]]))
+            / test.counts[u]
+            for (u,), group in top.group_by("user_idx", maintain_order=True)
+        ]
+    )
+    metrics = store.read_frame(evaluated, "metrics", METRICS)
+    recall = metrics.filter(
+        (pl.col("split") == "test") & (pl.col("metric") == "recall") & (pl.col("k") == 20)
+    )["value"][0]
+    assert hits.mean() == pytest.approx(recall)
+    # not trained on, never recommended
+    train_keys = data.train_keys
+    pairs = recommendations.select("user_idx", "item_idx").to_numpy().astype(np.int64)
+    assert not np.isin(pairs[:, 0] * data.n_items + pairs[:, 1], train_keys).any()
+
+
+def test_a_killed_training_resumes_to_the_same_model_and_metrics(
+    demo: tuple[str, dict[str, ArtifactRef]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, refs = demo
+    more = ("train.model=neggen", "train.epochs=6", "train.patience=3")
+    clean = _config(root, *more)
+    upstream = {"ingest": refs["ingest"], "embeddings": refs["embeddings"]}
+    reference = run_stage(clean, "train", upstream).ref
+    reference_eval = run_stage(clean, "evaluate", {**upstream, "train": reference}).ref
+
+    killed = _config(str(tmp_path / "killed"), *more)
+    fresh: dict[str, ArtifactRef] = {}
+    for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]:
+        fresh[stage] = run_stage(killed, stage, fresh).ref
+    upstream = {"ingest": fresh["ingest"], "embeddings": fresh["embeddings"]}
+    original = evaluator_module.Evaluator.rank
+    calls: list[str] = []
+
+    def dies_in_the_fourth_evaluation(self, model, split, top=None):  # type: ignore[no-untyped-def]
+        calls.append(split)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return original(self, model, split, top)
+
+    monkeypatch.setattr(evaluator_module.Evaluator, "rank", dies_in_the_fourth_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(killed, "train", upstream)
+    monkeypatch.setattr(evaluator_module.Evaluator, "rank", original)
+    resumed = run_stage(killed, "train", upstream).ref
+    resumed_eval = run_stage(killed, "evaluate", {**upstream, "train": resumed}).ref
+
+    a, b = open_store(clean), open_store(killed)
+    timing = ["train_seconds", "eval_seconds"]
+    logs = [
+        store.read_frame(ref, "training_log", TRAINING_LOG).drop(timing)
+        for store, ref in ((a, reference), (b, resumed))
+    ]
+    # the same epochs with the same valid metrics; a loss may differ in its last digits, as
+    # vectorised sums do with memory alignment
+    assert (
+        logs[0]
+        .select("epoch", "valid_recall_20", "valid_ndcg_20", "improved")
+        .equals(logs[1].select("epoch", "valid_recall_20", "valid_ndcg_20", "improved"))
+    )
+    for column in ("loss", "bpr_loss", "generated_loss", "alignment_loss", "reg_loss"):
+        np.testing.assert_allclose(
+            logs[0][column].to_numpy(), logs[1][column].to_numpy(), rtol=1e-7
+        )
+    assert a.read_frame(reference_eval, "metrics", METRICS).equals(
+        b.read_frame(resumed_eval, "metrics", METRICS)
+    )
+    assert "checkpoint.pt" not in {f.path for f in b.manifest("train", resumed.version).files}
+
+
+def test_mf_has_one_hop_and_lightgcn_one_more_per_layer(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    data = _data(*demo)
+    assert build_model(TrainConfig(model="mf"), data).hops == 1
+    model = build_model(TrainConfig(model="lightgcn", n_layers=3), data)
+    users, items = model.layers()  # type: ignore[operator]
+    assert users.shape == (4, data.n_users, 64) and items.shape == (4, data.n_items, 64)
+    assert isinstance(build_model(TrainConfig(model="mf"), data), MF)
