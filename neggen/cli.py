@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import fsspec
+
 from neggen_core.config import load_config
 from neggen_core.errors import NeggenError
 from neggen_core.models.registry import check_names
@@ -60,6 +62,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     for stage, uri in uris.items():
         print(f"{stage}: {uri}")
+    if "evaluate" in uris:
+        with fsspec.open(f"{uris['evaluate'].rstrip('/')}/report.json", "r") as handle:
+            report = json.load(handle)
+        test = report["test"]
+        print(
+            f"test recall@20 = {test['recall@20']:.4f}, ndcg@20 = {test['ndcg@20']:.4f} "
+            f"({report['method']}, best valid epoch {report['best_epoch']})"
+        )
     return 0
 
 

@@ -177,7 +177,9 @@ def _modal_vectors(
     return text_vectors, visual_vectors, has_visual, joint
 
 
-def _image_features(items: pl.DataFrame, enabled: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+def _image_features(
+    items: pl.DataFrame, enabled: bool
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     features = np.zeros((items.height, IMAGE_FEATURE_DIM), dtype=np.float32)
     present = np.zeros(items.height, dtype=bool)
     failures: dict[str, str] = {}

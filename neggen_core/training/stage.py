@@ -24,7 +24,7 @@ from neggen_core.training.data import TrainingData, load_training_data
 from neggen_core.training.trainer import fit
 
 SCHEMA_VERSION = 1
-TRAINER_VERSION = 1  # bump when training's results change for the same config
+TRAINER_VERSION = 2  # bump when training's results change for the same config
 TABLES = {"training_log": TRAINING_LOG}
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -11,7 +11,8 @@ import pytest
 from neggen.cli import main
 from neggen_core.config import load_config
 from neggen_core.errors import ArtifactError
-from neggen_core.stages import built_ref
+from neggen_core.stages import STAGE_ORDER, built_ref
+from tests.conftest import DEMO_SETTINGS
 
 
 def _mtimes(folder: str) -> dict[str, int]:
@@ -30,11 +31,12 @@ def _uris(out: str) -> dict[str, str]:
 def test_run_builds_then_skips_and_status_reports(
     root: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    settings = ["--set", f"artifacts.root={root}", "--set", "llm.zero_shot=false"]
+    settings = [f"--set={s}" for s in (f"artifacts.root={root}", *DEMO_SETTINGS)]
     assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
     uris = _uris(out)
-    assert set(uris) == {"ingest", "attributes", "negatives"}
+    assert list(uris) == list(STAGE_ORDER)
+    assert "test recall@20 = " in out
     assert all(Path(uri, "manifest.json").is_file() for uri in uris.values())
     for stage in uris:
         assert f"{stage}: built version" in out + err
@@ -42,7 +44,7 @@ def test_run_builds_then_skips_and_status_reports(
 
     assert main(["run", *settings]) == 0
     out, err = capfd.readouterr()
-    assert (out + err).count("already built") == 3 and "skipped" in out + err
+    assert (out + err).count("already built") == len(STAGE_ORDER) and "skipped" in out + err
     assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
 
     # a new round of negatives: ingest and attributes reused, negatives (and what follows) new
@@ -50,14 +52,15 @@ def test_run_builds_then_skips_and_status_reports(
     out, err = capfd.readouterr()
     round_two = _uris(out)
     assert round_two["ingest"] == uris["ingest"] and round_two["attributes"] == uris["attributes"]
-    assert round_two["negatives"] != uris["negatives"]
+    for stage in ("negatives", "embeddings", "train", "evaluate"):
+        assert round_two[stage] != uris[stage]
     logs = out + err
     assert "ingest: version" in logs and "attributes: version" in logs
     assert "negatives: built" in logs
     assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
 
     assert main(["run", *settings, "--from", "attributes"]) == 0
-    assert set(_uris(capfd.readouterr().out)) == {"attributes", "negatives"}
+    assert list(_uris(capfd.readouterr().out)) == list(STAGE_ORDER[1:])
 
     assert main(["status", "--json", *settings]) == 0
     report = json.loads(capfd.readouterr().out)

@@ -11,9 +11,10 @@ import torch
 
 from neggen_core.artifacts.schemas import METRICS, RECOMMENDATIONS, TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import AhnsConfig, NeggenConfig, TrainConfig, load_config
+from neggen_core.config import AhnsConfig, EvaluateConfig, NeggenConfig, TrainConfig, load_config
 from neggen_core.errors import ConfigError
 from neggen_core.evaluation import evaluator as evaluator_module
+from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
 from neggen_core.models.base import Batch, Recommender
 from neggen_core.models.neggen import NegGen
@@ -21,7 +22,7 @@ from neggen_core.models.registry import build_model, build_sampler, check_names
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
 from neggen_core.stages import STAGE_ORDER, open_store, run_stage
 from neggen_core.training.data import TrainingData, UserItems, load_training_data
-from neggen_core.training.trainer import generated_rows
+from neggen_core.training.trainer import fit, generated_rows
 from tests.conftest import DEMO_SETTINGS
 
 
@@ -283,3 +284,31 @@ def test_mf_has_one_hop_and_lightgcn_one_more_per_layer(
     users, items = model.layers()  # type: ignore[operator]
     assert users.shape == (4, data.n_users, 64) and items.shape == (4, data.n_items, 64)
     assert isinstance(build_model(TrainConfig(model="mf"), data), MF)
+
+
+def test_neggen_starts_as_its_backbone_and_reduces_to_it_without_its_terms(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    data = _data(*demo)
+    settings = TrainConfig(model="neggen", epochs=2)
+    neggen, backbone = build_model(settings, data), build_model(TrainConfig(model="lightgcn"), data)
+    assert isinstance(neggen, NegGen)
+    users = torch.arange(data.n_users)
+    neggen.eval()
+    backbone.eval()
+    # P's output layer starts at zero: no effect before training
+    torch.testing.assert_close(neggen.full_sort_predict(users), backbone.full_sort_predict(users))
+
+    # without the effect and without generated negatives, training is the backbone's, exactly
+    plain = TrainConfig(model="lightgcn", epochs=2)
+    reduced = TrainConfig(
+        model="neggen", epochs=2, neggen={"ablation": "real_only", "effect_weight": 0.0}
+    )
+    logs = []
+    for config in (plain, reduced):
+        model = build_model(config, data)
+        result = fit(
+            model, build_sampler(config, data), data, Evaluator(data, EvaluateConfig()), config
+        )
+        logs.append([(row["loss"], row["valid_recall_20"]) for row in result.log])
+    assert logs[0] == logs[1]
