@@ -1,5 +1,5 @@
-"""NegGen's causal learning module (Yu et al., "NegGen", arXiv 2501.15183) on an MF or LightGCN
-backbone.
+"""NegGen's causal learning module ("Generating Negative Samples for Multi-Modal
+Recommendation", arXiv 2501.15183) on an MF or LightGCN backbone.
 
 A positive item i and a generated negative i- differ only in the intervened key features. Their
 modal features m (the text and visual-description vectors) go through an attention/projection
