@@ -41,6 +41,7 @@ def normalized_adjacency(
         torch.from_numpy(np.stack([rows, cols])),
         torch.from_numpy(values.astype(np.float32)),
         (size, size),
+        check_invariants=True,
     )
     return matrix.coalesce().to_sparse_csr()
 
@@ -125,7 +126,7 @@ class Backbone(Recommender):
             (embedded.user * embedded.negative).sum(-1),
         )
         total = bpr + self.reg_weight * embedded.reg
-        return Losses(total, {"bpr": float(bpr), "reg": float(embedded.reg)})
+        return Losses(total, {"bpr": bpr.item(), "reg": embedded.reg.item()})
 
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         user_final, item_final = self.final_embeddings()

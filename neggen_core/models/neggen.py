@@ -176,7 +176,7 @@ class NegGen(Recommender):
         negative_item = embedded.negative + weight * effects.items[batch.negatives]
         real = bpr_loss(positive_score, (user * negative_item).sum(-1))
         total = real + self.backbone.reg_weight * embedded.reg
-        parts = {"bpr": float(real), "reg": float(embedded.reg)}
+        parts = {"bpr": real.item(), "reg": embedded.reg.item()}
         if effects.generated is None:
             return Losses(total, parts)
 
@@ -184,14 +184,14 @@ class NegGen(Recommender):
         against = user[rows] * (embedded.positive[rows] + weight * negative_effect)
         generated = bpr_loss(positive_score[rows], against.sum(-1))
         total = total + self.settings.generated_weight * generated
-        parts["generated"] = float(generated)
+        parts["generated"] = generated.item()
         if self.settings.alignment_weight > 0 and self.settings.ablation != "no_alignment":
             item = nn.functional.normalize(embedded.positive[rows], dim=-1)
             toward = (item * nn.functional.normalize(positive_effect[rows], dim=-1)).sum(-1)
             away = (item * nn.functional.normalize(negative_effect, dim=-1)).sum(-1)
             alignment = nn.functional.softplus((away - toward) / self.settings.temperature).mean()
             total = total + self.settings.alignment_weight * alignment
-            parts["alignment"] = float(alignment)
+            parts["alignment"] = alignment.item()
         return Losses(total, parts)
 
     def _scoring(self) -> tuple[torch.Tensor, torch.Tensor]:

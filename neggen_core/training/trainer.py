@@ -116,7 +116,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()
-            for name, value in {"loss": float(losses.total), **losses.parts}.items():
+            for name, value in {"loss": losses.total.item(), **losses.parts}.items():
                 sums[name] += value * len(rows)
                 seen[name] += len(rows)
         train_seconds = time.perf_counter() - began
