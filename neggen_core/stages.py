@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -45,59 +46,32 @@ class StageSpec:
     resumable: bool = False
 
 
+def _spec(
+    name: str, module: ModuleType, upstream: tuple[str, ...], resumable: bool = False
+) -> StageSpec:
+    """A stage from its module's SCHEMA_VERSION, TABLES, version_config and build."""
+    return StageSpec(
+        name=name,
+        upstream=upstream,
+        schema_version=module.SCHEMA_VERSION,
+        tables=module.TABLES,
+        version_config=module.version_config,
+        build=module.build,
+        resumable=resumable,
+    )
+
+
+# name, its module, upstream stages, resumable (part files survive a crash)
 STAGES: dict[str, StageSpec] = {
-    "ingest": StageSpec(
-        name="ingest",
-        upstream=(),
-        schema_version=ingest_stage.SCHEMA_VERSION,
-        tables=ingest_stage.TABLES,
-        version_config=ingest_stage.version_config,
-        build=ingest_stage.build,
-    ),
-    "attributes": StageSpec(
-        name="attributes",
-        upstream=("ingest",),
-        schema_version=attributes_stage.SCHEMA_VERSION,
-        tables=attributes_stage.TABLES,
-        version_config=attributes_stage.version_config,
-        build=attributes_stage.build,
-        resumable=True,
-    ),
-    "negatives": StageSpec(
-        name="negatives",
-        upstream=("ingest", "attributes"),
-        schema_version=negatives_stage.SCHEMA_VERSION,
-        tables=negatives_stage.TABLES,
-        version_config=negatives_stage.version_config,
-        build=negatives_stage.build,
-        resumable=True,
-    ),
-    "embeddings": StageSpec(
-        name="embeddings",
-        upstream=("ingest", "attributes", "negatives"),
-        schema_version=embeddings_stage.SCHEMA_VERSION,
-        tables=embeddings_stage.TABLES,
-        version_config=embeddings_stage.version_config,
-        build=embeddings_stage.build,
-        resumable=True,
-    ),
-    "train": StageSpec(
-        name="train",
-        upstream=("ingest", "embeddings"),
-        schema_version=train_stage.SCHEMA_VERSION,
-        tables=train_stage.TABLES,
-        version_config=train_stage.version_config,
-        build=train_stage.build,
-        resumable=True,
-    ),
-    "evaluate": StageSpec(
-        name="evaluate",
-        upstream=("ingest", "embeddings", "train"),
-        schema_version=evaluate_stage.SCHEMA_VERSION,
-        tables=evaluate_stage.TABLES,
-        version_config=evaluate_stage.version_config,
-        build=evaluate_stage.build,
-    ),
+    spec.name: spec
+    for spec in (
+        _spec("ingest", ingest_stage, ()),
+        _spec("attributes", attributes_stage, ("ingest",), True),
+        _spec("negatives", negatives_stage, ("ingest", "attributes"), True),
+        _spec("embeddings", embeddings_stage, ("ingest", "attributes", "negatives"), True),
+        _spec("train", train_stage, ("ingest", "embeddings"), True),
+        _spec("evaluate", evaluate_stage, ("ingest", "embeddings", "train")),
+    )
 }
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
 

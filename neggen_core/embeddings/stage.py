@@ -275,6 +275,7 @@ def build(
     to_positive = (neg_joint * item_joint[positives]).sum(axis=1)
     nearest, similarity = index.nearest_other(neg_joint, positives)
     near_duplicate = similarity >= settings.near_duplicate_threshold
+    possible_false_negative = negatives["possible_false_negative"].to_numpy() | near_duplicate
     writer.write_table(
         "negative_embeddings",
         pa.table(
@@ -290,9 +291,7 @@ def build(
                 "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),
                 "nearest_similarity": pa.array(similarity, pa.float32(), mask=nearest < 0),
                 "near_duplicate": pa.array(near_duplicate),
-                "possible_false_negative": pa.array(
-                    negatives["possible_false_negative"].to_numpy() | near_duplicate
-                ),
+                "possible_false_negative": pa.array(possible_false_negative),
             }
         ),
     )
@@ -313,9 +312,7 @@ def build(
         "negatives_embedded": negatives.height,
         "negatives_invalid_not_embedded": inputs.invalid_negatives,
         "near_duplicates": int(near_duplicate.sum()),
-        "possible_false_negatives": int(
-            (negatives["possible_false_negative"].to_numpy() | near_duplicate).sum()
-        ),
+        "possible_false_negatives": int(possible_false_negative.sum()),
         "similarity_to_positive": _quantiles(to_positive),
         "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
         "unique_texts": len(texts),

@@ -8,6 +8,7 @@ the final embedding is the mean over hops), which is what MixGCF mixes.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,9 @@ class Backbone(Recommender):
         nn.init.xavier_uniform_(self.item_embedding, generator=generator)
         self._final: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @abstractmethod
     def layers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(hops, n_users, d) and (hops, n_items, d) embeddings, hop 0 the ego embeddings."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> Backbone:
         self._final = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -33,24 +34,24 @@ class Losses:
     parts: dict[str, float] = field(default_factory=dict)
 
 
-class Recommender(nn.Module):
+class Recommender(nn.Module, ABC):
     """Base of every model: the scores of users for items, the loss of a batch."""
 
     n_users: int
     n_items: int
     hops: int = 1  # embedding layers a MixGCF pool is mixed over
 
+    @abstractmethod
     def calculate_loss(self, batch: Batch) -> Losses:
         """The batch's loss, a scalar tensor with its gradient, and its parts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         """(len(users), n_items) scores of `users` (int64, (U,)) for every item."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B, M) scores of users (B,) for their candidate items (B, M), without gradient."""
-        raise NotImplementedError
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

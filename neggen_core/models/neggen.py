@@ -119,7 +119,6 @@ class NegGen(Recommender):
         generator = torch.Generator().manual_seed(seed + 1)
         self.attention = ModalAttention(features.modalities, features.dim, backbone.dim, generator)
         self.effect = EffectMLP(backbone.dim, generator)
-        self._has_negatives = features.has_negatives[:, None].float()
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -146,7 +145,8 @@ class NegGen(Recommender):
         if self.causal:
             weights = self._weights(f.item_modal, f.item_present)
             difference = attention.project(f.item_minus_negatives, bias=False)
-            items = self.effect(attention.pool(difference, weights)) * self._has_negatives
+            # an item without negatives has a zero difference, and P(0) = 0: no effect
+            items = self.effect(attention.pool(difference, weights))
             if generated is None:
                 return Effects(items, None)
             reverse = attention.project(f.negative_minus_item[generated], bias=False)

@@ -58,6 +58,11 @@ class Sampler(Protocol):
     ) -> Batch: ...
 
 
+def _chosen(pool: np.ndarray, column: torch.Tensor) -> np.ndarray:
+    """Row r's item at `column[r]` of the pool."""
+    return pool[np.arange(len(pool)), column.numpy()]
+
+
 def _batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:
     return Batch(
         users=torch.from_numpy(users),
@@ -88,8 +93,7 @@ class DNS:
     ) -> Batch:
         pool = uniform_candidates(self.data, users, self.pool, rng)
         scores = model.score_candidates(torch.from_numpy(users), torch.from_numpy(pool))
-        best = scores.argmax(dim=1).numpy()
-        return _batch(users, positives, pool[np.arange(len(users)), best])
+        return _batch(users, positives, _chosen(pool, scores.argmax(dim=1)))
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,7 @@ class AHNS:
         # the base is kept positive so that a fractional exponent stays real
         base = (positive + self.settings.alpha).clamp_min(1e-6)
         target = self.settings.beta * base.pow(self.settings.p + 1)
-        best = (scores - target).abs().argmin(dim=1).numpy()
-        return _batch(users, positives, pool[np.arange(len(users)), best])
+        return _batch(users, positives, _chosen(pool, (scores - target).abs().argmin(dim=1)))
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class UserItems:
 def contains(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     """Whether each (user, item) pair (broadcast) is among the sorted `keys`."""
     query = users * n_items + items
+    if not len(keys):
+        return np.zeros(np.broadcast(users, items).shape, dtype=bool)
     position = np.searchsorted(keys, query)
     found = keys[np.minimum(position, len(keys) - 1)] == query
     return found & (position < len(keys))
@@ -84,10 +86,6 @@ class ItemFeatures:
     @property
     def generated(self) -> int:
         return int(self.negative_owner.shape[0])
-
-    @property
-    def has_negatives(self) -> torch.Tensor:
-        return torch.from_numpy(np.diff(self.negative_indptr) > 0)
 
 
 @dataclass(frozen=True)

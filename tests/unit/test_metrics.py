@@ -11,8 +11,8 @@ import torch
 from neggen_core.config import EvaluateConfig
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.evaluation.metrics import per_user
-from neggen_core.models.base import Recommender
-from neggen_core.training.data import TrainingData, UserItems
+from neggen_core.models.base import Batch, Losses, Recommender
+from neggen_core.training.data import TrainingData, UserItems, contains
 
 # user A: relevant {1, 3}, ranked [3, 0, 1, 4, 2]; user B: relevant {4}, ranked [0, 1, 2, 4, 3]
 HITS = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 1, 0]], dtype=bool)
@@ -52,6 +52,12 @@ class FixedScores(Recommender):
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         return self.scores.repeat(len(users), 1)
 
+    def calculate_loss(self, batch: Batch) -> Losses:
+        raise AssertionError("an evaluation never trains")
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("an evaluation samples nothing")
+
 
 def _tiny() -> TrainingData:
     def split(pairs: list[tuple[int, int]]) -> UserItems:
@@ -88,3 +94,11 @@ def test_the_evaluator_masks_train_items_and_optionally_valid_ones() -> None:
 def test_twenty_must_be_among_the_cutoffs() -> None:
     with pytest.raises(ValueError, match="Recall@20"):
         EvaluateConfig(ks=(10, 50))
+
+
+def test_a_split_without_pairs_contains_nothing() -> None:
+    empty = np.array([], dtype=np.int64)
+    assert contains(empty, np.array([[0], [1]]), np.array([[2, 3], [4, 5]]), 6).tolist() == [
+        [False, False],
+        [False, False],
+    ]

@@ -16,7 +16,7 @@ from neggen_core.errors import ConfigError
 from neggen_core.evaluation import evaluator as evaluator_module
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
-from neggen_core.models.base import Batch, Recommender
+from neggen_core.models.base import Batch, Losses, Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.registry import build_model, build_sampler, check_names
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
@@ -57,6 +57,12 @@ class Scores(Recommender):
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.table[users[:, None], items]
+
+    def calculate_loss(self, batch: Batch) -> Losses:
+        raise AssertionError("a sampler never trains the model")
+
+    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a sampler never ranks every item")
 
 
 @pytest.mark.parametrize("name", ["rns", "dns", "mixgcf", "ahns"])
@@ -258,8 +264,8 @@ def test_a_killed_training_resumes_to_the_same_model_and_metrics(
         store.read_frame(ref, "training_log", TRAINING_LOG).drop(timing)
         for store, ref in ((a, reference), (b, resumed))
     ]
-    # the same epochs with the same valid metrics; a loss may differ in its last digits, as
-    # vectorised sums do with memory alignment
+    # the same epochs with the same valid metrics; a loss (a float32 sum whose order follows
+    # memory alignment) may differ in its last bits: a few float32 epsilons (1.2e-7)
     assert (
         logs[0]
         .select("epoch", "valid_recall_20", "valid_ndcg_20", "improved")
@@ -267,7 +273,7 @@ def test_a_killed_training_resumes_to_the_same_model_and_metrics(
     )
     for column in ("loss", "bpr_loss", "generated_loss", "alignment_loss", "reg_loss"):
         np.testing.assert_allclose(
-            logs[0][column].to_numpy(), logs[1][column].to_numpy(), rtol=1e-7
+            logs[0][column].to_numpy(), logs[1][column].to_numpy(), rtol=1e-6
         )
     assert a.read_frame(reference_eval, "metrics", METRICS).equals(
         b.read_frame(resumed_eval, "metrics", METRICS)
