@@ -1,4 +1,4 @@
-"""`neggen`: run the pipeline, show its artifacts, generate the demo catalogue."""
+"""`neggen`: run the pipeline, compare methods, show the artifacts, write the demo catalogue."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import fsspec
 
-from neggen_core.config import load_config
-from neggen_core.errors import NeggenError
+from neggen_core.compare.plan import check, restrict
+from neggen_core.compare.stage import SPEC as COMPARE
+from neggen_core.config import load_config, with_settings
+from neggen_core.errors import ConfigError, NeggenError
 from neggen_core.models.registry import check_names
 from neggen_core.stages import STAGE_ORDER, select_stages, status
 
@@ -36,6 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--from", dest="from_stage", choices=STAGE_ORDER, help="first stage to run")
     run.add_argument("--until", dest="until_stage", choices=STAGE_ORDER, help="last stage to run")
+
+    comp = commands.add_parser(
+        "compare", help="train every method on the same artifacts; write the table and report"
+    )
+    _config_args(comp)
+    comp.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="NAME",
+        help="methods on each backbone: rns dns mixgcf ahns neggen neggen[ABLATION] "
+        "(default: compare.methods)",
+    )
+    comp.add_argument(
+        "--backbones", nargs="+", metavar="NAME", help="backbones: lightgcn mf (default: all)"
+    )
+    comp.add_argument(
+        "--seeds", type=int, metavar="N", help="seeds per method (default: compare.seeds)"
+    )
 
     stat = commands.add_parser("status", help="each stage's artifact and whether it is up to date")
     _config_args(stat)
@@ -73,18 +93,56 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.methods or args.backbones:
+        config = restrict(config, args.methods, args.backbones)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds}: at least 1")
+        config = with_settings(config, {"compare.seeds": args.seeds})
+    check(config)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.compare import compare
+
+    uri = compare(
+        config_path=args.config,
+        overrides=args.overrides,
+        methods=args.methods,
+        backbones=args.backbones,
+        seeds=args.seeds,
+    )
+    with fsspec.open(f"{uri.rstrip('/')}/report.json", "r") as handle:
+        report = json.load(handle)
+    print(f"compare: {uri}")
+    for method in report["methods"]:
+        metrics = report["test"][method]
+        r20, n20 = metrics["recall@20"], metrics["ndcg@20"]
+        print(
+            f"  {method:<34} test recall@20 {r20['mean']:.4f} ± {r20['std']:.4f}  "
+            f"ndcg@20 {n20['mean']:.4f} ± {n20['std']:.4f}"
+        )
+    for line in report["verdict"]["lines"]:
+        print(line.replace("**", ""))
+    print(f"report: {uri.rstrip('/')}/report.html")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
-    report = status(load_config(args.config, args.overrides))
+    report = status(load_config(args.config, args.overrides), extra=[COMPARE])
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"dataset {report['dataset']} under {report['root']}")
-    for name, stage in report["stages"].items():
-        state = (
-            "up to date" if stage["up_to_date"] else ("stale" if stage["complete"] else "not built")
-        )
-        print(f"  {name:<12} {stage['version']}  {state:<10}  {stage['path']}")
+    for name, stage in [*report["stages"].items(), ("compare", report["compare"])]:
+        print(f"  {name:<12} {stage['version']}  {_state(stage):<10}  {stage['path']}")
     return 0
+
+
+def _state(stage: dict[str, object]) -> str:
+    if stage["up_to_date"]:
+        return "up to date"
+    return "stale" if stage["complete"] else "not built"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -101,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "status": _status, "demo-data": _demo}
+    handlers = {"run": _run, "compare": _compare, "status": _status, "demo-data": _demo}
     try:
         return handlers[args.command](args)
     except NeggenError as exc:

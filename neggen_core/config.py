@@ -243,6 +243,67 @@ class EvaluateConfig(StrictModel):
         return self
 
 
+def _default_methods() -> dict[str, tuple[str, ...]]:
+    return {
+        "lightgcn": (
+            "rns",
+            "dns",
+            "mixgcf",
+            "ahns",
+            "neggen",
+            "neggen[no_causal]",
+            "neggen[no_alignment]",
+            "neggen[real_only]",
+        ),
+        "mf": ("rns", "neggen"),
+    }
+
+
+def _default_grid() -> dict[str, dict[str, tuple[Any, ...]]]:
+    return {
+        "neggen": {
+            "train.neggen.effect_weight": (0.1, 0.4),
+            "train.neggen.alignment_weight": (0.01, 0.1),
+            "train.neggen.temperature": (0.2, 1.0),
+            "train.sampler": ("rns", "dns"),
+        },
+        "dns": {"train.samplers.dns.pool": (8, 32)},
+        "mixgcf": {"train.samplers.mixgcf.pool": (8, 32)},
+        "ahns": {"train.samplers.ahns.beta": (0.1, 1.0)},
+    }
+
+
+class PeerResult(StrictModel):
+    """A published or separately measured result shown beside ours (never computed here)."""
+
+    name: str
+    recall_20: float = Field(ge=0, le=1)
+    ndcg_20: float = Field(ge=0, le=1)
+    source: str = Field(description="Who measured it, and how.")
+
+
+class CompareConfig(StrictModel):
+    methods: dict[str, tuple[str, ...]] = Field(
+        default_factory=_default_methods,
+        description="Per backbone, the methods to compare: a sampler (rns, dns, mixgcf, ahns) "
+        "or neggen, neggen[ablation].",
+    )
+    seeds: int = Field(3, ge=1, description="Seeds per method: train.seed, train.seed + 1, ...")
+    grid: dict[str, dict[str, tuple[Any, ...]]] = Field(
+        default_factory=_default_grid,
+        description="Per method, config keys and their values; every combination is trained "
+        "with the first seed and the best on valid Recall@20 is kept. neggen's choice also "
+        "holds for its ablations.",
+    )
+    resamples: int = Field(
+        10000, ge=100, description="Sign flips of the paired randomisation test."
+    )
+    examples: int = Field(4, ge=0, description="Generated negatives shown beside their positive.")
+    peers: tuple[PeerResult, ...] = Field(
+        (), description="Results measured elsewhere, shown beside ours and labelled as such."
+    )
+
+
 class NeggenConfig(StrictModel):
     """The whole pipeline's configuration."""
 
@@ -255,6 +316,7 @@ class NeggenConfig(StrictModel):
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
 
 def _is_uri(path: str) -> bool:
@@ -375,3 +437,15 @@ def _resolve_dataset_paths(data: dict[str, Any], base: Path) -> None:
         value = dataset.get(key)
         if isinstance(value, str):
             dataset[key] = _resolve(value, base)
+
+
+def with_settings(config: NeggenConfig, settings: dict[str, Any]) -> NeggenConfig:
+    """`config` with `section.key` values replaced (validated as a whole, like `--set`)."""
+    data = config.model_dump(mode="json")
+    for key, value in settings.items():
+        item = f"{key}={value}"
+        _apply_override(data, key.split("."), value, item)
+    try:
+        return NeggenConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, f"settings {settings}")) from exc

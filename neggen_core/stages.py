@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -99,13 +99,13 @@ def select_stages(from_stage: str | None = None, until_stage: str | None = None)
     return STAGE_ORDER[start:stop]
 
 
-def plan_versions(config: NeggenConfig) -> dict[str, str]:
-    """The version every stage has under this config, computed without building anything."""
+def plan_versions(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, str]:
+    """The version every stage (and each `extra` one) has under this config, computed without
+    building anything."""
     versions: dict[str, str] = {}
-    for name in STAGE_ORDER:
-        spec = STAGES[name]
-        versions[name] = compute_version(
-            name,
+    for spec in (*STAGES.values(), *extra):
+        versions[spec.name] = compute_version(
+            spec.name,
             spec.schema_version,
             spec.version_config(config),
             {up: versions[up] for up in spec.upstream},
@@ -127,12 +127,14 @@ def built_ref(config: NeggenConfig, stage: str) -> ArtifactRef:
 
 def run_stage(
     config: NeggenConfig,
-    stage: str,
+    stage: str | StageSpec,
     upstream: Mapping[str, ArtifactRef],
     version: str | None = None,
 ) -> StageOutcome:
-    """Build one stage unless its artifact already exists."""
-    spec = STAGES[stage]
+    """Build one stage (a pipeline stage's name, or the spec of another) unless its artifact
+    already exists."""
+    spec = STAGES[stage] if isinstance(stage, str) else stage
+    stage = spec.name
     store = open_store(config)
     section = spec.version_config(config)
     upstream_versions = {name: upstream[name].version for name in spec.upstream}
@@ -154,21 +156,31 @@ def run_stage(
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
 
 
-def status(config: NeggenConfig) -> dict[str, Any]:
-    """Each stage's artifact: version, path, whether it is complete and up to date."""
+def _artifact_status(store: ArtifactStore, name: str, expected: str) -> dict[str, Any]:
+    version = expected
+    if not store.exists(name, expected):
+        built = store.versions(name)
+        version = built[-1] if built else expected
+    complete = store.exists(name, version) and not store.verify(name, version)
+    return {
+        "version": version,
+        "path": store.ref(name, version).uri,
+        "complete": complete,
+        "up_to_date": complete and version == expected,
+        "expected_version": expected,
+    }
+
+
+def status(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, Any]:
+    """Each stage's artifact: version, path, whether it is complete and up to date; each
+    `extra` stage (the comparison) under its own name."""
     store = open_store(config)
-    stages: dict[str, Any] = {}
-    for name, expected in plan_versions(config).items():
-        version = expected
-        if not store.exists(name, expected):
-            built = store.versions(name)
-            version = built[-1] if built else expected
-        complete = store.exists(name, version) and not store.verify(name, version)
-        stages[name] = {
-            "version": version,
-            "path": store.ref(name, version).uri,
-            "complete": complete,
-            "up_to_date": complete and version == expected,
-            "expected_version": expected,
-        }
-    return {"dataset": config.dataset.name, "root": config.artifacts.root, "stages": stages}
+    versions = plan_versions(config, extra)
+    report: dict[str, Any] = {
+        "dataset": config.dataset.name,
+        "root": config.artifacts.root,
+        "stages": {name: _artifact_status(store, name, versions[name]) for name in STAGE_ORDER},
+    }
+    for spec in extra:
+        report[spec.name] = _artifact_status(store, spec.name, versions[spec.name])
+    return report

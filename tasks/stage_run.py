@@ -8,15 +8,16 @@ from prefect import get_run_logger
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
-from neggen_core.stages import open_store, run_stage
+from neggen_core.stages import StageSpec, open_store, run_stage
 
 
 def run_logged(
-    config: NeggenConfig, stage: str, upstream: Mapping[str, ArtifactRef]
+    config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef]
 ) -> ArtifactRef:
     """Run (or skip) one stage and say which in the run log."""
     logger = get_run_logger()
     outcome = run_stage(config, stage, upstream)
+    stage = stage if isinstance(stage, str) else stage.name
     if outcome.skipped:
         logger.info(
             "%s: version %s already built at %s; skipped (nothing rewritten)",

@@ -166,6 +166,59 @@ RECOMMENDATIONS = pa.schema(
 )
 
 
+COMPARISON = pa.schema(
+    [
+        _field("method", pa.string(), nullable=False),
+        _field("backbone", pa.string(), nullable=False),
+        _field("seed", pa.int32(), nullable=False),
+        _field("split", pa.string(), nullable=False),
+        _field("metric", pa.string(), nullable=False),
+        _field("k", pa.int32(), nullable=False),
+        _field("value", pa.float64(), nullable=False),
+        _field("best_epoch", pa.int32(), nullable=False),
+        _field("train_seconds", pa.float64(), nullable=False),
+    ]
+)
+
+SUMMARY = pa.schema(
+    [
+        _field("method", pa.string(), nullable=False),
+        _field("backbone", pa.string(), nullable=False),
+        _field("split", pa.string(), nullable=False),
+        _field("metric", pa.string(), nullable=False),
+        _field("k", pa.int32(), nullable=False),
+        _field("mean", pa.float64(), nullable=False),
+        _field("std", pa.float64(), nullable=False),
+        _field("seeds", pa.int32(), nullable=False),
+        _field("best_epoch", pa.float64(), nullable=False),
+        _field("train_seconds", pa.float64(), nullable=False),
+    ]
+)
+
+GRID = pa.schema(
+    [
+        _field("method", pa.string(), nullable=False),
+        _field("backbone", pa.string(), nullable=False),
+        _field("params", pa.string(), nullable=False),
+        _field("valid_recall_20", pa.float64(), nullable=False),
+        _field("valid_ndcg_20", pa.float64(), nullable=False),
+        _field("best_epoch", pa.int32(), nullable=False),
+        _field("chosen", pa.bool_(), nullable=False),
+    ]
+)
+
+CURVES = pa.schema(
+    [
+        _field("method", pa.string(), nullable=False),
+        _field("backbone", pa.string(), nullable=False),
+        _field("seed", pa.int32(), nullable=False),
+        _field("epoch", pa.int32(), nullable=False),
+        _field("valid_recall_20", pa.float64(), nullable=False),
+        _field("loss", pa.float64(), nullable=False),
+    ]
+)
+
+
 def vector_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 

@@ -1,0 +1,1 @@
+"""`neggen compare`: every method trained on the same artifacts, the table and the report."""

@@ -1,0 +1,239 @@
+"""The compare artifact: every compared run's results in one table, their statistics, the report.
+
+Its version depends on the compare, train and evaluate sections and the four data stages: the
+runs are deterministic functions of those, so a comparison built under the same config is the
+same comparison. Building it reads the runs' artifacts, which must exist (`neggen compare`
+trains them first; see `plan`).
+
+Tables: `comparison` (one row per run, split, metric and cut-off), `summary` (mean and standard
+deviation over seeds), `grid` (every grid run's valid score, the chosen one marked), `curves`
+(valid Recall@20 per epoch). Files: `report.json`, `report.md`, `report.html` (self-contained)
+and the figures as PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from neggen_core.artifacts.schemas import (
+    COMPARISON,
+    CURVES,
+    GRID,
+    METRICS,
+    NEGATIVES,
+    SUMMARY,
+    TRAINING_LOG,
+    USER_METRICS,
+)
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.compare import plan as planning
+from neggen_core.compare.report import Comparison, render
+from neggen_core.compare.stats import PairedTest, paired_test
+from neggen_core.config import NeggenConfig
+from neggen_core.embeddings.stage import gather_inputs
+from neggen_core.evaluation import stage as evaluate_stage
+from neggen_core.stages import StageSpec
+from neggen_core.training import stage as train_stage
+
+SCHEMA_VERSION = 1
+REPORT_VERSION = 1  # bump when the report's content changes for the same runs
+TABLES = {"comparison": COMPARISON, "summary": SUMMARY, "grid": GRID, "curves": CURVES}
+SIGNIFICANCE_METRICS = (("recall", 20), ("ndcg", 20))
+DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    return {
+        "compare": config.compare.model_dump(mode="json"),
+        **train_stage.version_config(config),
+        "evaluator_version": evaluate_stage.EVALUATOR_VERSION,
+        "report_version": REPORT_VERSION,
+    }
+
+
+def _run_rows(store: ArtifactStore, built: planning.RunArtifacts) -> list[dict[str, Any]]:
+    info = store.manifest("train", built.train.version).info
+    log = store.read_frame(built.train, "training_log", TRAINING_LOG)
+    metrics = store.read_frame(built.evaluate, "metrics", METRICS)
+    common = {
+        "method": built.label,
+        "backbone": built.run.method.backbone,
+        "seed": built.run.seed,
+        "best_epoch": int(info["best_epoch"]),
+        "train_seconds": float(log["train_seconds"].sum()),
+    }
+    return [{**common, **row} for row in metrics.drop("method").to_dicts()]
+
+
+def _curves(store: ArtifactStore, built: planning.RunArtifacts) -> pl.DataFrame:
+    log = store.read_frame(built.train, "training_log", TRAINING_LOG)
+    return log.select(
+        pl.lit(built.label).alias("method"),
+        pl.lit(built.run.method.backbone).alias("backbone"),
+        pl.lit(built.run.seed, dtype=pl.Int32).alias("seed"),
+        "epoch",
+        "valid_recall_20",
+        "loss",
+    )
+
+
+def _summary(comparison: pl.DataFrame) -> pl.DataFrame:
+    return comparison.group_by(
+        "method", "backbone", "split", "metric", "k", maintain_order=True
+    ).agg(
+        pl.col("value").mean().alias("mean"),
+        pl.col("value").std(ddof=1).fill_null(0.0).alias("std"),
+        pl.len().cast(pl.Int32).alias("seeds"),
+        pl.col("best_epoch").mean().alias("best_epoch"),
+        pl.col("train_seconds").mean().alias("train_seconds"),
+    )
+
+
+def _user_values(
+    store: ArtifactStore, runs: list[planning.RunArtifacts], metric: str, k: int
+) -> np.ndarray:
+    """Per test user, the metric averaged over the runs (seeds) of one method."""
+    frames = [
+        store.read_frame(r.evaluate, "user_metrics", USER_METRICS)
+        .filter((pl.col("metric") == metric) & (pl.col("k") == k))
+        .sort("user_idx")
+        for r in runs
+    ]
+    users = frames[0]["user_idx"]
+    if any(not f["user_idx"].equals(users) for f in frames):
+        raise ValueError("the compared runs were evaluated on different test users")
+    return np.mean([f["value"].to_numpy() for f in frames], axis=0)
+
+
+def _significance(
+    config: NeggenConfig,
+    store: ArtifactStore,
+    final: list[planning.RunArtifacts],
+    summary: pl.DataFrame,
+) -> list[PairedTest]:
+    """Every NegGen method (not its ablations) against the best baseline on test Recall@20."""
+    by_label: dict[str, list[planning.RunArtifacts]] = {}
+    for built in final:
+        by_label.setdefault(built.label, []).append(built)
+    test_r20 = summary.filter(
+        (pl.col("split") == "test") & (pl.col("metric") == "recall") & (pl.col("k") == 20)
+    )
+    is_baseline = {b.label: not b.run.method.is_neggen for b in final}
+    baselines = test_r20.filter(pl.col("method").replace_strict(is_baseline)).sort(
+        "mean", descending=True, maintain_order=True
+    )
+    if baselines.is_empty():
+        return []
+    best = baselines["method"][0]
+    tests = []
+    for label, runs in by_label.items():
+        method = runs[0].run.method
+        if not method.is_neggen or method.ablation != "none":
+            continue
+        for metric, k in SIGNIFICANCE_METRICS:
+            tests.append(
+                paired_test(
+                    _user_values(store, runs, metric, k),
+                    _user_values(store, by_label[best], metric, k),
+                    method=label,
+                    baseline=best,
+                    metric=f"{metric}@{k}",
+                    resamples=config.compare.resamples,
+                    seed=config.train.seed,
+                )
+            )
+    return tests
+
+
+def _grid_frame(store: ArtifactStore, config: NeggenConfig, plan: planning.Plan) -> pl.DataFrame:
+    rows = []
+    for method, runs in plan.grid.items():
+        for run in runs:
+            built = planning.artifacts(config, run)
+            report = store.read_json(built.evaluate, "report.json")
+            rows.append(
+                {
+                    "method": built.label,
+                    "backbone": method.backbone,
+                    "params": run.params_json,
+                    "valid_recall_20": report["valid"]["recall@20"],
+                    "valid_ndcg_20": report["valid"]["ndcg@20"],
+                    "best_epoch": report["best_epoch"],
+                    "chosen": run.params == plan.chosen[method],
+                }
+            )
+    return pl.DataFrame(rows, schema=pl.Schema(GRID), orient="row")
+
+
+def build(
+    config: NeggenConfig,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    writer: ArtifactWriter,
+) -> dict[str, Any]:
+    plan = planning.resolve(config)
+    final = [planning.artifacts(config, run) for run in plan.final_runs()]
+    comparison = pl.DataFrame(
+        [row for built in final for row in _run_rows(store, built)],
+        schema=pl.Schema(COMPARISON),
+        orient="row",
+    )
+    summary = _summary(comparison).cast(pl.Schema(SUMMARY))
+    curves = pl.concat([_curves(store, built) for built in final]).cast(pl.Schema(CURVES))
+    grid = _grid_frame(store, config, plan)
+    tests = _significance(config, store, final, summary)
+    for name, frame in (
+        ("comparison", comparison),
+        ("summary", summary),
+        ("grid", grid),
+        ("curves", curves),
+    ):
+        writer.write_table(name, frame)
+
+    comparison_view = Comparison(
+        config=config,
+        summary=summary,
+        grid=grid,
+        curves=curves,
+        tests=tests,
+        chosen={f"{m.backbone}:{m.name}": dict(params) for m, params in plan.chosen.items()},
+        upstream={name: store.read_json(ref, "report.json") for name, ref in upstream.items()},
+        negatives=store.read_frame(upstream["negatives"], "negatives", NEGATIVES),
+        items=gather_inputs(store, upstream).items,
+        versions={name: ref.version for name, ref in upstream.items()},
+    )
+    files = render(comparison_view)
+    for name, data in files.items():
+        writer.write_bytes(name, data)
+    verdict = comparison_view.verdict()
+    writer.write_json(
+        "report.json",
+        {
+            "methods": summary["method"].unique(maintain_order=True).to_list(),
+            "seeds": planning.seeds(config),
+            "test": comparison_view.table("test"),
+            "chosen": comparison_view.chosen,
+            "significance": [t.as_dict() for t in tests],
+            "verdict": verdict,
+        },
+    )
+    return {
+        "runs": len(final),
+        "grid_runs": grid.height,
+        "methods": summary["method"].n_unique(),
+        "verdict": verdict,
+    }
+
+
+SPEC = StageSpec(
+    name="compare",
+    upstream=DATA_STAGES,
+    schema_version=SCHEMA_VERSION,
+    tables=TABLES,
+    version_config=version_config,
+    build=build,
+)

@@ -1,0 +1,212 @@
+"""`neggen compare` on the demo: the table, the grid choice, the report in Chromium, the Prefect
+artifacts, skip when built, and a killed comparison resumed to the same table."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from neggen.cli import main
+from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
+from neggen_core.compare.browser import check_page, find_chromium
+from neggen_core.errors import NeggenError
+from tests.conftest import DEMO_SETTINGS, REPO
+
+GRID_SETTING = (
+    "compare.grid={neggen: {train.neggen.effect_weight: [0.1, 0.4]}, "
+    "dns: {train.samplers.dns.pool: [4, 8]}}"
+)
+METHODS = ["rns", "dns", "neggen", "neggen[no_causal]"]
+
+
+def _args(root: str, methods: list[str] = METHODS, grid: str = GRID_SETTING) -> list[str]:
+    settings = (f"artifacts.root={root}", *DEMO_SETTINGS, "compare.seeds=2", grid)
+    return [
+        *(f"--set={s}" for s in settings),
+        "--methods",
+        *methods,
+        "--backbones",
+        "lightgcn",
+    ]
+
+
+def _uri(out: str) -> str:
+    return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("compare:"))
+
+
+def _table(uri: str, name: str, schema: object) -> pl.DataFrame:
+    return pl.read_parquet(Path(uri, name)).cast(pl.Schema(schema))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def compared(
+    demo_built: tuple[str, dict[str, object]], prefect_harness: None
+) -> tuple[str, str, str]:
+    """The demo's comparison, run once through the CLI: (artifact root, its URI, stdout)."""
+    root = demo_built[0]
+    out = StringIO()
+    with redirect_stdout(out):
+        assert main(["compare", *_args(root)]) == 0
+    text = out.getvalue()
+    return root, _uri(text), text
+
+
+def test_comparison_table_grid_and_summary(compared: tuple[str, str, str]) -> None:
+    _, uri, out = compared
+    comparison = _table(uri, "comparison", COMPARISON)
+    labels = [
+        "lightgcn+rns",
+        "lightgcn+dns",
+        "neggen(lightgcn)+rns",
+        "neggen(lightgcn)[no_causal]+rns",
+    ]
+    assert comparison["method"].unique(maintain_order=True).to_list() == labels
+    assert sorted(comparison["seed"].unique()) == [999, 1000]
+    # every method x seed x split x metric x k, once
+    assert comparison.height == len(labels) * 2 * 2 * 4 * 3
+    assert comparison.select("method", "seed", "split", "metric", "k").is_duplicated().sum() == 0
+    assert (comparison["train_seconds"] > 0).all()
+
+    # the grid: every point run with the first seed, the best valid Recall@20 chosen
+    grid = _table(uri, "grid", GRID)
+    for method, points in grid.group_by("method"):
+        best = points.sort("valid_recall_20", descending=True, maintain_order=True).row(
+            0, named=True
+        )
+        assert points.filter(pl.col("chosen"))["params"].to_list() == [best["params"]], method
+    assert grid.height == 1 + 2 + 2
+    chosen_pool = json.loads(
+        grid.filter((pl.col("method") == "lightgcn+dns") & pl.col("chosen"))["params"][0]
+    )["train.samplers.dns.pool"]
+    # the final dns runs were trained with the chosen pool: the seed-999 one is the grid's run
+    dns_seed0 = comparison.filter(
+        (pl.col("method") == "lightgcn+dns")
+        & (pl.col("seed") == 999)
+        & (pl.col("split") == "valid")
+        & (pl.col("metric") == "recall")
+        & (pl.col("k") == 20)
+    )["value"][0]
+    chosen_row = grid.filter((pl.col("method") == "lightgcn+dns") & pl.col("chosen")).row(
+        0, named=True
+    )
+    assert dns_seed0 == pytest.approx(chosen_row["valid_recall_20"])
+    assert chosen_pool in (4, 8)
+
+    summary = _table(uri, "summary", SUMMARY)
+    expected = comparison.group_by("method", "split", "metric", "k").agg(
+        pl.col("value").mean().alias("m"), pl.col("value").std().alias("s")
+    )
+    joined = summary.join(expected, on=["method", "split", "metric", "k"])
+    assert joined.height == summary.height == comparison.height // 2
+    assert (joined["mean"] - joined["m"]).abs().max() < 1e-12
+    assert (joined["std"] - joined["s"]).abs().max() < 1e-12
+
+    report = json.loads(Path(uri, "report.json").read_text())
+    assert report["significance"] and report["significance"][0]["method"] == "neggen(lightgcn)+rns"
+    assert 0 < report["significance"][0]["p_value"] <= 1
+    assert "test recall@20" in out and "report:" in out
+
+
+def test_report_renders_in_chromium(compared: tuple[str, str, str], tmp_path: Path) -> None:
+    _, uri, _ = compared
+    md = Path(uri, "report.md").read_text()
+    for heading in (
+        "## Verdict",
+        "## Test results",
+        "## Significance",
+        "## Training curves",
+        "## Hyper-parameters",
+        "## Generated negatives",
+        "## Dataset",
+    ):
+        assert heading in md
+    for figure in ("metrics.png", "curves.png", "negatives.png"):
+        assert Path(uri, figure).read_bytes()[:4] == b"\x89PNG" and f"]({figure})" in md
+    try:
+        find_chromium()
+    except NeggenError as exc:
+        pytest.skip(str(exc))
+    check = check_page(Path(uri, "report.html"), tmp_path / "report.png")
+    assert check.ok, check
+    assert len(check.images) == 3 and all(i["width"] > 300 for i in check.images)
+    assert check.table_rows[0] == 1 + 4  # header + one row per method
+    assert "Verdict" in check.headings and "Dataset" in check.headings
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_prefect_artifacts_status_and_skip(
+    compared: tuple[str, str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    root, uri, _ = compared
+    from prefect.artifacts import Artifact
+
+    markdown = Artifact.get("neggen-compare-demo-small")
+    assert markdown is not None and "## Verdict" in str(markdown.data)
+    table = Artifact.get("neggen-compare-demo-small-table")
+    assert table is not None and "neggen(lightgcn)+rns" in str(table.data)
+
+    # --methods / --backbones restrict compare.methods: status sees the same config with --set
+    methods = "compare.methods={lightgcn: [" + ", ".join(f'"{m}"' for m in METHODS) + "]}"
+    settings = [a for a in _args(root) if a.startswith("--set")]
+    assert main(["status", "--json", *settings, f"--set={methods}"]) == 0
+    status = json.loads(capfd.readouterr().out)
+    assert status["compare"]["path"] == uri and status["compare"]["up_to_date"]
+
+    store_root = Path(root) / "demo-small"
+    before = {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()}
+    started = time.perf_counter()
+    assert main(["compare", *_args(root)]) == 0
+    assert "compare: " + uri in capfd.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()} == before
+    assert time.perf_counter() - started < 60
+
+
+def test_killed_comparison_resumes_to_the_same_table(
+    compared: tuple[str, str, str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    root, _, _ = compared
+    small = {"methods": ["rns", "neggen"], "grid": "compare.grid={}"}
+    fresh = tmp_path / "artifacts"
+    for stage in ("ingest", "attributes", "negatives", "embeddings"):
+        shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    command = [sys.executable, "-m", "neggen", "compare", *_args(str(fresh), **small)]
+    log = tmp_path / "killed.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=sink, stderr=sink, start_new_session=True
+        )
+    evaluated = fresh / "demo-small" / "evaluate"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(evaluated.glob("*/manifest.json"))) >= 2:
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, f"it ended before it could be killed: {log.read_text()[-3000:]}"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (fresh / "demo-small" / "compare").exists()
+
+    assert main(["compare", *_args(str(fresh), **small)]) == 0  # resumed
+    resumed = _uri(capfd.readouterr().out)
+    assert main(["compare", *_args(root, **small)]) == 0  # uninterrupted, beside the others
+    uninterrupted = _uri(capfd.readouterr().out)
+    assert Path(resumed).name == Path(uninterrupted).name
+    columns = [c for c in COMPARISON.names if c != "train_seconds"]  # wall-clock time differs
+    assert (
+        _table(resumed, "comparison", COMPARISON)
+        .select(columns)
+        .equals(_table(uninterrupted, "comparison", COMPARISON).select(columns))
+    )
+    assert _table(resumed, "grid", GRID).equals(_table(uninterrupted, "grid", GRID))

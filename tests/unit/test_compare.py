@@ -1,0 +1,115 @@
+"""The comparison's planning, statistics and report rendering, without training anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neggen_core.compare import plan
+from neggen_core.compare.report import Bullets, Figure, Heading, Table, html_page, markdown
+from neggen_core.compare.stats import paired_test
+from neggen_core.config import load_config, with_settings
+from neggen_core.errors import ConfigError
+
+
+def test_paired_test_matches_the_exact_sign_flip_distribution() -> None:
+    # diffs 1, 2, 3: of the 8 sign patterns only +++ and --- reach |mean| 2, so p = 2/8
+    result = paired_test(
+        np.array([1.0, 2.0, 3.0]),
+        np.zeros(3),
+        method="a",
+        baseline="b",
+        metric="m",
+        resamples=20000,
+        seed=1,
+    )
+    assert result.difference == pytest.approx(2.0)
+    assert result.p_value == pytest.approx(0.25, abs=0.01)
+    assert result.ci_low < result.difference < result.ci_high
+
+
+def test_paired_test_of_equal_and_of_clearly_different_methods() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random(500)
+    same = paired_test(a, a, method="a", baseline="a", metric="m", resamples=1000)
+    assert same.difference == 0 and same.p_value == 1.0
+    better = paired_test(a + 0.1, a, method="a", baseline="b", metric="m", resamples=1000)
+    assert better.p_value == pytest.approx(1 / 1001)
+    assert better.relative == pytest.approx(0.1 / a.mean())
+    with pytest.raises(ValueError, match="equal non-empty"):
+        paired_test(a, a[:10], method="a", baseline="b", metric="m", resamples=100)
+
+
+def test_methods_parse_into_train_settings() -> None:
+    config = load_config(None)
+    methods = plan.parse_methods(config)
+    assert plan.Method("lightgcn", "dns") in methods and plan.Method("mf", "neggen") in methods
+    assert plan.Method("lightgcn", "dns").settings() == {
+        "train.model": "lightgcn",
+        "train.sampler": "dns",
+    }
+    ablation = plan.Method("lightgcn", "neggen[no_causal]")
+    assert (ablation.base, ablation.ablation) == ("neggen", "no_causal")
+    run = plan.Run(ablation, 1000, (("train.neggen.effect_weight", 0.1),))
+    train = run.config(config).train
+    assert (train.model, train.backbone, train.seed) == ("neggen", "lightgcn", 1000)
+    assert train.neggen.ablation == "no_causal" and train.neggen.effect_weight == 0.1
+    assert plan.seeds(config) == (999, 1000, 1001)
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ({"lightgcn": ["rnss"]}, "unknown method 'rnss'"),
+        ({"lightgcn": ["dns[no_causal]"]}, "unknown method"),
+        ({"lightgcn": ["neggen[nothing]"]}, "unknown method"),
+        ({"gru": ["rns"]}, "unknown backbone 'gru'"),
+    ],
+)
+def test_unknown_methods_are_named(methods: dict[str, list[str]], message: str) -> None:
+    config = with_settings(load_config(None), {"compare.methods": methods})
+    with pytest.raises(ConfigError, match=message):
+        plan.check(config)
+
+
+def test_a_grid_varies_train_keys_that_exist() -> None:
+    config = load_config(None)
+    with pytest.raises(ConfigError, match="not a train setting"):
+        plan.check(with_settings(config, {"compare.grid": {"rns": {"ingest.k_core": [5, 10]}}}))
+    with pytest.raises(ConfigError, match="unknown key 'pooll'"):
+        plan.check(
+            with_settings(config, {"compare.grid": {"dns": {"train.samplers.dns.pooll": [1]}}})
+        )
+    points = plan.grid_points(config, plan.Method("lightgcn", "neggen"))
+    assert len(points) == 16 and points[0] == (
+        ("train.neggen.effect_weight", 0.1),
+        ("train.neggen.alignment_weight", 0.01),
+        ("train.neggen.temperature", 0.2),
+        ("train.sampler", "rns"),
+    )
+    assert plan.grid_points(config, plan.Method("lightgcn", "rns")) == [()]
+
+
+def test_restrict_by_methods_and_backbones() -> None:
+    config = load_config(None)
+    only_mf = plan.restrict(config, None, ["mf"])
+    assert only_mf.compare.methods == {"mf": ("rns", "neggen")}
+    both = plan.restrict(config, ["rns", "neggen"], None)
+    assert both.compare.methods == {"lightgcn": ("rns", "neggen"), "mf": ("rns", "neggen")}
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        plan.restrict(config, None, ["bert"])
+
+
+def test_markdown_and_html_say_the_same() -> None:
+    blocks = [
+        Heading(1, "Title <x>"),
+        Bullets(("**bold** claim", "plain")),
+        Table(("Method", "R@20"), (("a|b", "0.1"), ("c", "0.2")), frozenset({(1, 1)})),
+        Figure("f.png", "a figure"),
+    ]
+    md = markdown(blocks)
+    assert "# Title <x>" in md and "| a\\|b | 0.1 |" in md and "| c | **0.2** |" in md
+    assert "![a figure](f.png)" in md
+    page = html_page("t", blocks, {"f.png": b"\x89PNG"})
+    assert "<h1>Title &lt;x&gt;</h1>" in page and "<li><strong>bold</strong> claim</li>" in page
+    assert "<td><strong>0.2</strong></td>" in page and "data:image/png;base64,iVBORw==" in page
