@@ -295,6 +295,11 @@ class CompareConfig(StrictModel):
         "with the first seed and the best on valid Recall@20 is kept. neggen's choice also "
         "holds for its ablations.",
     )
+    grid_backbones: tuple[str, ...] | None = Field(
+        None,
+        description="Backbones the grids are searched on (default: every one); a method on "
+        "another backbone takes the values chosen on the first listed backbone that runs it.",
+    )
     resamples: int = Field(
         10000, ge=100, description="Sign flips of the paired randomisation test."
     )

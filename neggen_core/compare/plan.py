@@ -7,7 +7,8 @@ pair of artifacts under a derived config, so a run already built (by an earlier 
 
 1. Grid: every combination of `compare.grid[name]` is trained with the first seed; the one with
    the best valid Recall@20 is chosen (ties: the first in grid order). NegGen's ablations take
-   NegGen's choice on the same backbone, so that they differ from it only in the ablation.
+   NegGen's choice on the same backbone, so that they differ from it only in the ablation; a
+   backbone left out of `compare.grid_backbones` takes the choice made on a listed one.
 2. Seeds: every method with its chosen values and `compare.seeds` seeds (`train.seed + i`); the
    first seed's run is the grid's own.
 """
@@ -166,6 +167,12 @@ def seeds(config: NeggenConfig) -> tuple[int, ...]:
 def check(config: NeggenConfig) -> Plan:
     """Validate every method and grid point before anything is trained."""
     plan = Plan(parse_methods(config), seeds(config))
+    for backbone in config.compare.grid_backbones or ():
+        if backbone not in BACKBONES:
+            raise ConfigError(
+                f"compare.grid_backbones: unknown backbone {backbone!r} "
+                f"(known: {', '.join(BACKBONES)})"
+            )
     for base, grid in config.compare.grid.items():
         for key in grid:
             if not key.startswith("train."):
@@ -204,6 +211,18 @@ def valid_score(store: ArtifactStore, built: RunArtifacts) -> float:
     return float(store.read_json(built.evaluate, "report.json")["valid"][SELECTION_METRIC])
 
 
+def grid_source(config: NeggenConfig, methods: tuple[Method, ...], method: Method) -> Method:
+    """The method whose grid decides `method`'s values: its own name without the ablation, on
+    its backbone, or on the first of `compare.grid_backbones` that runs it when its backbone is
+    not listed there."""
+    listed = config.compare.grid_backbones
+    if listed is not None and method.backbone not in listed:
+        for backbone in listed:
+            if any(m.backbone == backbone and m.base == method.base for m in methods):
+                return Method(backbone, method.base)
+    return Method(method.backbone, method.base)
+
+
 def resolve(
     config: NeggenConfig, train_and_evaluate: Callable[[RunArtifacts], None] | None = None
 ) -> Plan:
@@ -213,22 +232,23 @@ def resolve(
     skipped by the stage machinery); without, they must exist already."""
     plan = check(config)
     store = open_store(config)
-    scores: dict[Run, float] = {}
-    for method in plan.methods:
-        grid_method = Method(method.backbone, method.base)
-        if grid_method in plan.chosen:
-            plan.chosen[method] = plan.chosen[grid_method]
-            continue
+
+    def search(grid_method: Method) -> None:
         runs = [Run(grid_method, plan.seeds[0], p) for p in grid_points(config, grid_method)]
+        scores = {}
         for run in runs:
             built = artifacts(config, run)
             if train_and_evaluate is not None:
                 train_and_evaluate(built)
             scores[run] = valid_score(store, built)
-        best = max(runs, key=lambda r: scores[r])  # max keeps the first of equal scores
         plan.grid[grid_method] = runs
-        plan.chosen[grid_method] = best.params
-        plan.chosen[method] = best.params
+        plan.chosen[grid_method] = max(runs, key=lambda r: scores[r]).params  # first of ties
+
+    for method in plan.methods:
+        source = grid_source(config, plan.methods, method)
+        if source not in plan.chosen:
+            search(source)
+        plan.chosen[method] = plan.chosen[source]
     return plan
 
 

@@ -21,7 +21,9 @@ from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.stages import open_store, run_stage
 from tests.standin_server import MODEL, Settings, StandIn, validate
 
-FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.0, seed=3)
+# An injected hang outlasts the client timeout; a real answer, even on a loaded machine, does not
+# (at 0.4 s, answers delayed by CPU contention timed out, were retried and counted twice).
+FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.5, seed=3)
 
 
 def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
@@ -32,7 +34,7 @@ def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
             "llm.backend=vllm",
             f"llm.vllm.base_url={server.base_url}",
             f"llm.vllm.model={MODEL}",
-            "llm.vllm.timeout_s=0.4",
+            "llm.vllm.timeout_s=1.0",
             "llm.vllm.backoff_s=0.01",
             "llm.vllm.backoff_max_s=0.05",
             "llm.vllm.concurrency=16",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +205,40 @@ def test_office_whole_pipeline_through_the_flow(office_root: str, prefect_harnes
     )
     assert recall["method"].to_list() == ["neggen(lightgcn)+rns"]
     assert 0.02 < recall["value"][0] < 0.2
+
+
+@pytest.mark.slow
+def test_office_comparison(
+    office_root: str, prefect_harness: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`neggen compare --config configs/office.yaml`: every default method, grid and seed (hours
+    from scratch; NEGGEN_OFFICE_ARTIFACTS names a root whose runs are reused), then the report
+    opened in headless Chromium. The figures are reported as measured: the goal (NegGen above
+    every baseline) is the report's verdict, not an assertion."""
+    from neggen.cli import main
+    from neggen_core.compare.browser import check_page
+
+    root = os.environ.get("NEGGEN_OFFICE_ARTIFACTS", office_root)
+    started = time.perf_counter()
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                str(REPO / "configs/office.yaml"),
+                "--set",
+                f"artifacts.root={root}",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    uri = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("compare:"))
+    report = json.loads(Path(uri, "report.json").read_text())
+    assert len(report["methods"]) == 10 and report["seeds"] == [999, 1000, 1001]
+    assert {t["metric"] for t in report["significance"]} == {"recall@20", "ndcg@20"}
+    verdict = report["verdict"]
+    assert verdict["neggen"].startswith("neggen(lightgcn)") and "beats_all_baselines" in verdict
+    check = check_page(Path(uri, "report.html"), tmp_path / "office-report.png")
+    assert check.ok, check
+    print(f"office comparison: {time.perf_counter() - started:.0f} s; {verdict['lines']}")

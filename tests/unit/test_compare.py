@@ -113,3 +113,22 @@ def test_markdown_and_html_say_the_same() -> None:
     page = html_page("t", blocks, {"f.png": b"\x89PNG"})
     assert "<h1>Title &lt;x&gt;</h1>" in page and "<li><strong>bold</strong> claim</li>" in page
     assert "<td><strong>0.2</strong></td>" in page and "data:image/png;base64,iVBORw==" in page
+
+
+def test_grid_sources_ablations_and_unlisted_backbones() -> None:
+    config = load_config(None)
+    methods = plan.parse_methods(config)
+    lightgcn, mf = plan.Method("lightgcn", "neggen"), plan.Method("mf", "neggen")
+    assert plan.grid_source(config, methods, plan.Method("lightgcn", "neggen[no_causal]")) == (
+        lightgcn
+    )
+    assert plan.grid_source(config, methods, mf) == mf
+    only = with_settings(config, {"compare.grid_backbones": ["lightgcn"]})
+    assert plan.grid_source(only, methods, mf) == lightgcn
+    assert plan.grid_source(only, methods, plan.Method("mf", "rns")) == plan.Method(
+        "lightgcn", "rns"
+    )
+    mf_only = plan.parse_methods(with_settings(only, {"compare.methods": {"mf": ["dns"]}}))
+    assert plan.grid_source(only, mf_only, plan.Method("mf", "dns")) == plan.Method("mf", "dns")
+    with pytest.raises(ConfigError, match="grid_backbones: unknown backbone 'gcn'"):
+        plan.check(with_settings(config, {"compare.grid_backbones": ["gcn"]}))
