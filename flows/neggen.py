@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import load_config
+from neggen_core.config import load_config, with_settings
+from neggen_core.errors import ConfigError
 from neggen_core.models.registry import check_names
-from neggen_core.stages import built_ref, select_stages
+from neggen_core.stages import built_ref, next_negatives_round, select_stages
 from tasks.attributes import attributes
 from tasks.embeddings import embeddings
 from tasks.evaluate import evaluate
@@ -22,13 +23,22 @@ def neggen(
     overrides: list[str] | None = None,
     from_stage: str | None = None,
     until_stage: str | None = None,
+    regenerate_negatives: bool = False,
 ) -> dict[str, str]:
     """Run the pipeline's stages from `from_stage` to `until_stage`; returns their artifact URIs.
 
-    A stage before `from_stage` is not run: its artifact for this config must already exist."""
+    A stage before `from_stage` is not run: its artifact for this config must already exist.
+    `regenerate_negatives` builds the next negatives round (one past the highest built on the
+    same ingest and attributes) and what depends on it."""
     config = load_config(config_path, overrides or [])
     check_names(config.train)
     selected = select_stages(from_stage, until_stage)
+    if regenerate_negatives:
+        if "negatives" not in selected:
+            raise ConfigError("regenerate_negatives needs the negatives stage in --from/--until")
+        next_round = next_negatives_round(config)
+        config = with_settings(config, {"negatives.round": next_round})
+        get_run_logger().info("regenerating negatives: round %d", next_round)
     built: dict[str, ArtifactRef] = {}
 
     def upstream(stage: str) -> ArtifactRef:

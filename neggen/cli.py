@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds", type=int, metavar="N", help="seeds per method (default: compare.seeds)"
     )
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve the deployments neggen/full and neggen/regenerate-negatives (one process)",
+    )
+    _config_args(serve)
+
     stat = commands.add_parser("status", help="each stage's artifact and whether it is up to date")
     _config_args(stat)
     stat.add_argument("--json", action="store_true", help="print JSON")
@@ -128,6 +134,16 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    check_names(config.train)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.deployments import serve_deployments
+
+    serve_deployments(config, args.config, args.overrides)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     report = status(load_config(args.config, args.overrides), extra=[COMPARE])
     if args.json:
@@ -159,7 +175,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "compare": _compare, "status": _status, "demo-data": _demo}
+    handlers = {
+        "run": _run,
+        "compare": _compare,
+        "serve": _serve,
+        "status": _status,
+        "demo-data": _demo,
+    }
     try:
         return handlers[args.command](args)
     except NeggenError as exc:

@@ -243,6 +243,25 @@ class EvaluateConfig(StrictModel):
         return self
 
 
+class ScheduleConfig(StrictModel):
+    regenerate_cron: str = Field(
+        "0 3 * * 1",
+        pattern=r"^\S+( \S+){4}$",
+        description="When the regenerate-negatives deployment runs (cron, five fields; "
+        "default: Mondays 03:00).",
+    )
+    timezone: str = Field("UTC", description="Time zone of the cron schedule.")
+
+
+class OrchestrationConfig(StrictModel):
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    llm_concurrency_limit: str = Field(
+        "neggen-llm",
+        description="Prefect global concurrency limit an LLM stage holds a slot of while it "
+        "talks to the vLLM server (create it with `prefect gcl create NAME --limit N`).",
+    )
+
+
 def _default_methods() -> dict[str, tuple[str, ...]]:
     return {
         "lightgcn": (
@@ -322,6 +341,7 @@ class NeggenConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
 
 def _is_uri(path: str) -> bool:

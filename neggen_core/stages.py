@@ -125,6 +125,23 @@ def built_ref(config: NeggenConfig, stage: str) -> ArtifactRef:
     return store.ref(stage, version)
 
 
+def spec_of(stage: str | StageSpec) -> StageSpec:
+    return STAGES[stage] if isinstance(stage, str) else stage
+
+
+def stage_version(
+    config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef]
+) -> str:
+    """The version of `stage` built from these upstream artifacts under this config."""
+    spec = spec_of(stage)
+    return compute_version(
+        spec.name,
+        spec.schema_version,
+        spec.version_config(config),
+        {name: upstream[name].version for name in spec.upstream},
+    )
+
+
 def run_stage(
     config: NeggenConfig,
     stage: str | StageSpec,
@@ -133,12 +150,12 @@ def run_stage(
 ) -> StageOutcome:
     """Build one stage (a pipeline stage's name, or the spec of another) unless its artifact
     already exists."""
-    spec = STAGES[stage] if isinstance(stage, str) else stage
+    spec = spec_of(stage)
     stage = spec.name
     store = open_store(config)
     section = spec.version_config(config)
     upstream_versions = {name: upstream[name].version for name in spec.upstream}
-    version = version or compute_version(stage, spec.schema_version, section, upstream_versions)
+    version = version or stage_version(config, spec, upstream)
     started = time.perf_counter()
     if store.exists(stage, version):
         return StageOutcome(store.ref(stage, version), skipped=True, seconds=0.0)
@@ -154,6 +171,20 @@ def run_stage(
     info = spec.build(config, store, upstream, writer)
     ref = writer.commit(info)
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
+
+
+def next_negatives_round(config: NeggenConfig) -> int:
+    """One past the highest negatives round built on this config's ingest and attributes (and
+    past `negatives.round`): what a regeneration of the negatives builds."""
+    versions = plan_versions(config)
+    store = open_store(config)
+    reused = {"ingest": versions["ingest"], "attributes": versions["attributes"]}
+    rounds = [config.negatives.round]
+    for version in store.versions("negatives"):
+        manifest = store.manifest("negatives", version)
+        if manifest.upstream == reused:
+            rounds.append(int(manifest.config["negatives"]["round"]))
+    return max(rounds) + 1
 
 
 def _artifact_status(store: ArtifactStore, name: str, expected: str) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
-from tasks.stage_run import run_logged
+from tasks.stage_run import ArtifactVersion, run_logged
 
 
-@task(name="embeddings", cache_policy=NO_CACHE)
+@task(name="embeddings", cache_policy=ArtifactVersion(stage="embeddings"))
 def embeddings(
     config: NeggenConfig, ingest: ArtifactRef, attributes: ArtifactRef, negatives: ArtifactRef
 ) -> ArtifactRef:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
-from tasks.stage_run import run_logged
+from tasks.stage_run import ArtifactVersion, run_logged
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", cache_policy=ArtifactVersion(stage="evaluate"))
 def evaluate(
     config: NeggenConfig, ingest: ArtifactRef, embeddings: ArtifactRef, train: ArtifactRef
 ) -> ArtifactRef:

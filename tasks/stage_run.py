@@ -1,39 +1,124 @@
-"""Running a neggen_core stage inside a Prefect task, with its outcome in the run's log."""
+"""Running a neggen_core stage inside a Prefect task: skip-if-built, Prefect's cache keyed by the
+artifact version, a table artifact of what the stage holds, progress for the long stages."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import CachePolicy
+from prefect.concurrency.sync import concurrency
+from prefect.context import TaskRunContext
 
+from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
-from neggen_core.stages import StageSpec, open_store, run_stage
+from neggen_core.stages import StageSpec, open_store, run_stage, spec_of, stage_version
+
+PROGRESS_STAGES = ("attributes", "negatives", "embeddings")
+LLM_STAGES = ("attributes", "negatives")
+
+
+@dataclass
+class ArtifactVersion(CachePolicy):
+    """Prefect's cache key for a stage task: its artifact's version and place, and only while
+    that artifact exists, so Prefect's cache and the artifact store always agree (a deleted
+    artifact is rebuilt, never served from Prefect's cache). Inputs are the config and upstream
+    `ArtifactRef`s, never data."""
+
+    stage: str | StageSpec = ""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        config: NeggenConfig = inputs["config"]
+        spec = spec_of(self.stage)
+        upstream = inputs.get("upstream") or {name: inputs[name] for name in spec.upstream}
+        version = stage_version(config, spec, upstream)
+        store = open_store(config)
+        if not store.exists(spec.name, version):
+            return None
+        place = hashlib.sha256(store.path(spec.name, version).encode()).hexdigest()[:16]
+        return f"neggen-{spec.name}-{version}-{place}"
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) from free text."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def _progress_listener(stage: str) -> progress.Listener:
+    artifact: list[UUID] = []
+
+    def update(_: str, done: int, total: int) -> None:
+        value = 100.0 * done / max(total, 1)
+        if not artifact:
+            created = create_progress_artifact(
+                value, key=None, description=f"{stage}: batches done ({done} of {total})"
+            )
+            artifact.append(created if isinstance(created, UUID) else UUID(str(created)))
+        else:
+            update_progress_artifact(
+                artifact[0], value, description=f"{stage}: batches done ({done} of {total})"
+            )
+
+    return update
 
 
 def run_logged(
     config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef]
 ) -> ArtifactRef:
-    """Run (or skip) one stage and say which in the run log."""
+    """Run (or skip) one stage, say which in the run log, and leave a table artifact of its
+    tables (rows and Parquet paths)."""
     logger = get_run_logger()
-    outcome = run_stage(config, stage, upstream)
-    stage = stage if isinstance(stage, str) else stage.name
+    name = spec_of(stage).name
+    with ExitStack() as stack:
+        if name in PROGRESS_STAGES:
+            stack.enter_context(progress.listening(_progress_listener(name)))
+        if name in LLM_STAGES and config.llm.backend == "vllm":
+            # one slot of the server's global limit while this stage talks to it (no limit of
+            # that name: no wait; `prefect gcl create neggen-llm --limit N` sets one)
+            stack.enter_context(concurrency(config.orchestration.llm_concurrency_limit))
+        outcome = run_stage(config, stage, upstream)
+    manifest = open_store(config).manifest(name, outcome.ref.version)
     if outcome.skipped:
         logger.info(
             "%s: version %s already built at %s; skipped (nothing rewritten)",
-            stage,
+            name,
             outcome.ref.version,
             outcome.ref.uri,
         )
     else:
-        manifest = open_store(config).manifest(stage, outcome.ref.version)
-        rows = ", ".join(f"{name} {table.rows:,}" for name, table in manifest.tables.items())
+        rows = ", ".join(f"{table} {entry.rows:,}" for table, entry in manifest.tables.items())
         logger.info(
             "%s: built version %s in %.1f s at %s (%s)",
-            stage,
+            name,
             outcome.ref.version,
             outcome.seconds,
             outcome.ref.uri,
             rows,
         )
+    create_table_artifact(
+        table=[
+            {"table": table, "rows": entry.rows, "path": f"{outcome.ref.uri}/{table}"}
+            for table, entry in manifest.tables.items()
+        ],
+        key=artifact_key(config.dataset.name, name),
+        description=f"{name} {outcome.ref.version} ({'skipped' if outcome.skipped else 'built'})",
+    )
     return outcome.ref

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from neggen_core import progress
 from neggen_core.artifacts.schemas import (
     ATTRIBUTES,
     DESCRIPTIONS,
@@ -146,6 +147,7 @@ def build(
         attributes, descriptions = result_frames(results, batch, backend.source, template.version)
         writer.write_table("attributes", attributes, part=number)
         writer.write_table("descriptions", descriptions, part=number)  # last: the batch is done
+        progress.report("attributes", number + 1, len(batches))
 
     parts = list(range(len(batches)))
     attributes = writer.read_written("attributes")

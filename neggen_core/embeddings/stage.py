@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 from PIL import UnidentifiedImageError
 
+from neggen_core import progress
 from neggen_core.artifacts.schemas import (
     DESCRIPTIONS,
     ITEMS,
@@ -213,6 +214,7 @@ def _encode_parts(
         keys = pa.array([text_key(t) for t in chunk], pa.string())
         part = pa.table({"text_sha256": keys, "vector": vector_array(vectors)})
         writer.write_table("text_vectors", part, part=number)
+        progress.report("embeddings", number + 1, -(-max(len(texts), 1) // size))
     return encoded, seconds
 
 

