@@ -26,9 +26,9 @@ from neggen_core.config import NegGenAblation, NeggenConfig, with_settings
 from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.models.registry import BACKBONES, SAMPLERS, check_names, method_name
 from neggen_core.stages import open_store, plan_versions
+from neggen_core.training.trainer import SELECTION_METRIC
 
 ABLATIONS: tuple[str, ...] = tuple(a for a in get_args(NegGenAblation) if a != "none")
-SELECTION_METRIC = "recall@20"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from neggen_core.compare.plan import describe
 from neggen_core.compare.stats import PairedTest
 from neggen_core.config import NeggenConfig
 
@@ -300,8 +301,7 @@ class Comparison:
             rows.append(
                 (
                     row["method"],
-                    ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in params.items())
-                    or "defaults",
+                    describe(params),
                     f"{row['valid_recall_20']:.4f}",
                     f"{row['valid_ndcg_20']:.4f}",
                     str(row["best_epoch"]),

@@ -1,4 +1,4 @@
-"""Seed statistics and the paired significance test."""
+"""The paired significance test of two methods over the same test users."""
 
 from __future__ import annotations
 
@@ -6,13 +6,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-
-def mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), std
 
 
 @dataclass(frozen=True)
