@@ -30,6 +30,7 @@ METRIC_COLUMNS = (
     ("ndcg", 50),
 )
 GOAL_OVER_RNS = 0.05  # NegGen's goal: at least 5% above LightGCN+RNS on test Recall@20
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -152,19 +153,32 @@ class Comparison:
             )
         for test in self.tests:
             if test.method == main:
+                significant = "yes" if test.p_value < SIGNIFICANCE else "no"
                 lines.append(
                     f"Paired test against the best baseline {test.baseline} on {test.metric}: "
                     f"difference {test.difference:+.4f} ({test.relative:+.1%}), 95% interval "
-                    f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], p = {test.p_value:.4f} "
-                    f"({test.users:,} test users, {test.resamples:,} sign flips)."
+                    f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], p = {test.p_value:.4f}, "
+                    f"significant at {SIGNIFICANCE:.0%}: {significant} ({test.users:,} test "
+                    f"users, {test.resamples:,} sign flips)."
                 )
+        backbone, _, sampler = main.partition("(")[2].partition(")+")
+        same_sampler = f"{backbone}+{sampler}"
+        if sampler != "rns" and same_sampler in baselines:
+            alone_r = self.value(same_sampler, "test", "recall", 20)[0]
+            alone_n = self.value(same_sampler, "test", "ndcg", 20)[0]
+            lines.append(
+                f"NegGen's real negatives come from {sampler} (chosen on valid); against "
+                f"{same_sampler} alone: {r20[0] / alone_r - 1:+.1%} Recall@20, "
+                f"{n20[0] / alone_n - 1:+.1%} NDCG@20."
+            )
         peers = []
         for peer in self.config.compare.peers:
             above = r20[0] > peer.recall_20 and n20[0] > peer.ndcg_20
             peers.append({"name": peer.name, "above_on_both": above})
             lines.append(
-                f"Against {peer.name} ({peer.recall_20:.4f} / {peer.ndcg_20:.4f}, measured "
-                f"elsewhere: {peer.source}): {'above' if above else 'not above'} on both."
+                f"Against {peer.name}, measured elsewhere ({peer.source}): Recall@20 "
+                f"{r20[0]:.4f} vs {peer.recall_20:.4f} ({_above(r20[0], peer.recall_20)}), "
+                f"NDCG@20 {n20[0]:.4f} vs {peer.ndcg_20:.4f} ({_above(n20[0], peer.ndcg_20)})."
             )
         result["peers"] = peers
         ablations = [m for m in methods if m.startswith(main.partition("+")[0] + "[")]
@@ -413,6 +427,10 @@ class Comparison:
             ("Text encoder", str(embeddings.get("encoder", "n/a"))),
         ]
         return Table(("", "Value"), tuple(rows))
+
+
+def _above(ours: float, theirs: float) -> str:
+    return "above" if ours > theirs else "below" if ours < theirs else "equal"
 
 
 def _clip(text: str, limit: int = 220) -> str:

@@ -40,7 +40,7 @@ from neggen_core.stages import StageSpec
 from neggen_core.training import stage as train_stage
 
 SCHEMA_VERSION = 1
-REPORT_VERSION = 1  # bump when the report's content changes for the same runs
+REPORT_VERSION = 2  # bump when the report's content changes for the same runs
 TABLES = {"comparison": COMPARISON, "summary": SUMMARY, "grid": GRID, "curves": CURVES}
 SIGNIFICANCE_METRICS = (("recall", 20), ("ndcg", 20))
 DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
