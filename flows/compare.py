@@ -7,7 +7,7 @@ from prefect import flow
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.compare import plan as planning
 from neggen_core.compare.stage import SPEC
-from neggen_core.config import load_config, with_settings
+from neggen_core.config import load_config
 from neggen_core.stages import open_store, plan_versions
 from tasks.attributes import attributes
 from tasks.compare import compare as compare_task
@@ -28,12 +28,9 @@ def compare(
 ) -> str:
     """Build the data stages once, train and evaluate every method (grid, then seeds), and
     write the comparison; returns its artifact URI."""
-    config = load_config(config_path, overrides or [])
-    if methods or backbones:
-        config = planning.restrict(config, methods, backbones)
-    if seeds is not None:
-        config = with_settings(config, {"compare.seeds": seeds})
-    planning.check(config)
+    config = planning.comparison_config(
+        load_config(config_path, overrides or []), methods, backbones, seeds
+    )
 
     refs: dict[str, ArtifactRef] = {"ingest": ingest(config)}
     refs["attributes"] = attributes(config, refs["ingest"])

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import fsspec
 
-from neggen_core.compare.plan import check, restrict
+from neggen_core.compare.plan import comparison_config
 from neggen_core.compare.stage import SPEC as COMPARE
-from neggen_core.config import load_config, with_settings
-from neggen_core.errors import ConfigError, NeggenError
+from neggen_core.config import load_config
+from neggen_core.errors import NeggenError
 from neggen_core.models.registry import check_names
 from neggen_core.stages import STAGE_ORDER, select_stages, status
 
@@ -100,14 +100,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
-    if args.methods or args.backbones:
-        config = restrict(config, args.methods, args.backbones)
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds {args.seeds}: at least 1")
-        config = with_settings(config, {"compare.seeds": args.seeds})
-    check(config)
+    # fail on a bad method, grid or seed count before Prefect starts
+    comparison_config(
+        load_config(args.config, args.overrides), args.methods, args.backbones, args.seeds
+    )
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.compare import compare
 

@@ -155,7 +155,7 @@ def run_stage(
     store = open_store(config)
     section = spec.version_config(config)
     upstream_versions = {name: upstream[name].version for name in spec.upstream}
-    version = version or stage_version(config, spec, upstream)
+    version = version or compute_version(stage, spec.schema_version, section, upstream_versions)
     started = time.perf_counter()
     if store.exists(stage, version):
         return StageOutcome(store.ref(stage, version), skipped=True, seconds=0.0)

@@ -153,6 +153,21 @@ def restrict(
     return with_settings(config, {"compare.methods": restricted})
 
 
+def comparison_config(
+    config: NeggenConfig,
+    methods: list[str] | None = None,
+    backbones: list[str] | None = None,
+    seeds: int | None = None,
+) -> NeggenConfig:
+    """The config with `--methods` / `--backbones` / `--seeds` applied, checked whole."""
+    if methods or backbones:
+        config = restrict(config, methods, backbones)
+    if seeds is not None:
+        config = with_settings(config, {"compare.seeds": seeds})
+    check(config)
+    return config
+
+
 def grid_points(config: NeggenConfig, method: Method) -> list[tuple[tuple[str, Any], ...]]:
     """Every combination of the method's grid, in grid order (one empty point without a grid)."""
     grid = config.compare.grid.get(method.base, {})

@@ -55,7 +55,10 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
     }
 
 
-def _run_rows(store: ArtifactStore, built: planning.RunArtifacts) -> list[dict[str, Any]]:
+def _run_tables(
+    store: ArtifactStore, built: planning.RunArtifacts
+) -> tuple[list[dict[str, Any]], pl.DataFrame]:
+    """A run's rows of `comparison` and of `curves` (its training log read once)."""
     info = store.manifest("train", built.train.version).info
     log = store.read_frame(built.train, "training_log", TRAINING_LOG)
     metrics = store.read_frame(built.evaluate, "metrics", METRICS)
@@ -66,12 +69,7 @@ def _run_rows(store: ArtifactStore, built: planning.RunArtifacts) -> list[dict[s
         "best_epoch": int(info["best_epoch"]),
         "train_seconds": float(log["train_seconds"].sum()),
     }
-    return [{**common, **row} for row in metrics.drop("method").to_dicts()]
-
-
-def _curves(store: ArtifactStore, built: planning.RunArtifacts) -> pl.DataFrame:
-    log = store.read_frame(built.train, "training_log", TRAINING_LOG)
-    return log.select(
+    curves = log.select(
         pl.lit(built.label).alias("method"),
         pl.lit(built.run.method.backbone).alias("backbone"),
         pl.lit(built.run.seed, dtype=pl.Int32).alias("seed"),
@@ -79,6 +77,7 @@ def _curves(store: ArtifactStore, built: planning.RunArtifacts) -> pl.DataFrame:
         "valid_recall_20",
         "loss",
     )
+    return [{**common, **row} for row in metrics.drop("method").to_dicts()], curves
 
 
 def _summary(comparison: pl.DataFrame) -> pl.DataFrame:
@@ -177,13 +176,12 @@ def build(
 ) -> dict[str, Any]:
     plan = planning.resolve(config)
     final = [planning.artifacts(config, run) for run in plan.final_runs()]
+    tables = [_run_tables(store, built) for built in final]
     comparison = pl.DataFrame(
-        [row for built in final for row in _run_rows(store, built)],
-        schema=pl.Schema(COMPARISON),
-        orient="row",
+        [row for rows, _ in tables for row in rows], schema=pl.Schema(COMPARISON), orient="row"
     )
     summary = _summary(comparison).cast(pl.Schema(SUMMARY))
-    curves = pl.concat([_curves(store, built) for built in final]).cast(pl.Schema(CURVES))
+    curves = pl.concat([curve for _, curve in tables]).cast(pl.Schema(CURVES))
     grid = _grid_frame(store, config, plan)
     tests = _significance(config, store, final, summary)
     for name, frame in (
