@@ -1,4 +1,5 @@
-"""The `neggen` flow: the pipeline's stages as Prefect tasks, wired in order."""
+"""The `neggen` flow: the pipeline's stages as Prefect tasks, wired in order; the LLM and
+embedding stages mapped over shards on the configured task runner first."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
 from neggen_core.models.registry import check_names
-from neggen_core.stages import built_ref, next_negatives_round, select_stages
+from neggen_core.stages import STAGES, built_ref, next_negatives_round, select_stages
 from tasks.attributes import attributes
 from tasks.embeddings import embeddings
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.negatives import negatives
+from tasks.shards import ShardMap
 from tasks.train import train
+
+# the stages mapped over item shards before their own task finishes them, in pipeline order
+SHARDED = {"attributes": attributes, "negatives": negatives, "embeddings": embeddings}
 
 
 @flow(name="neggen")
@@ -41,23 +46,20 @@ def neggen(
         get_run_logger().info("regenerating negatives: round %d", next_round)
     built: dict[str, ArtifactRef] = {}
 
-    def upstream(stage: str) -> ArtifactRef:
-        return built[stage] if stage in built else built_ref(config, stage)
+    def upstream(*stages: str) -> dict[str, ArtifactRef]:
+        return {s: built[s] if s in built else built_ref(config, s) for s in stages}
 
-    if "ingest" in selected:
-        built["ingest"] = ingest(config)
-    if "attributes" in selected:
-        built["attributes"] = attributes(config, upstream("ingest"))
-    if "negatives" in selected:
-        built["negatives"] = negatives(config, upstream("ingest"), upstream("attributes"))
-    if "embeddings" in selected:
-        built["embeddings"] = embeddings(
-            config, upstream("ingest"), upstream("attributes"), upstream("negatives")
-        )
+    with ShardMap(config) as shards:
+        if "ingest" in selected:
+            built["ingest"] = ingest(config)
+        for stage, sharded_task in SHARDED.items():
+            if stage in selected:
+                refs = upstream(*STAGES[stage].upstream)
+                built[stage] = sharded_task(
+                    config, **refs, shard_stats=shards.build(config, stage, refs)
+                )
     if "train" in selected:
-        built["train"] = train(config, upstream("ingest"), upstream("embeddings"))
+        built["train"] = train(config, **upstream("ingest", "embeddings"))
     if "evaluate" in selected:
-        built["evaluate"] = evaluate(
-            config, upstream("ingest"), upstream("embeddings"), upstream("train")
-        )
+        built["evaluate"] = evaluate(config, **upstream("ingest", "embeddings", "train"))
     return {name: ref.uri for name, ref in built.items()}

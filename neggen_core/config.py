@@ -253,13 +253,45 @@ class ScheduleConfig(StrictModel):
     timezone: str = Field("UTC", description="Time zone of the cron schedule.")
 
 
+class TaskRunnerConfig(StrictModel):
+    kind: Literal["thread", "dask", "ray"] = Field(
+        "thread",
+        description="What runs the shards: a thread pool in the flow's process, or a Dask or Ray "
+        "cluster (`pip install 'neggen[dask]'` / `'neggen[ray]'`).",
+    )
+    max_workers: int = Field(
+        2,
+        ge=1,
+        description="Threads (thread), or the local cluster's worker processes (dask, ray "
+        "without an address).",
+    )
+    address: str | None = Field(
+        None,
+        description="A running cluster: a Dask scheduler (tcp://host:8786) or a Ray cluster "
+        "(ray://host:10001, or auto); none: a local one for the flow run.",
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_a_cluster(self) -> TaskRunnerConfig:
+        if self.address and self.kind == "thread":
+            raise ValueError("orchestration.task_runner.address needs kind dask or ray")
+        return self
+
+
 class OrchestrationConfig(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     llm_concurrency_limit: str = Field(
         "neggen-llm",
-        description="Prefect global concurrency limit an LLM stage holds a slot of while it "
-        "talks to the vLLM server (create it with `prefect gcl create NAME --limit N`).",
+        description="Prefect global concurrency limit each shard of an LLM stage holds a slot of "
+        "while it talks to the vLLM server (create it with `prefect gcl create NAME --limit N`).",
     )
+    shards: int = Field(
+        256,
+        ge=1,
+        description="Most shards (Prefect tasks, each a run of whole batches) the attributes, "
+        "negatives and embeddings stages are mapped over.",
+    )
+    task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
 
 
 def _default_methods() -> dict[str, tuple[str, ...]]:

@@ -1,13 +1,17 @@
 """The pipeline's stages, their versions, and running one with skip-if-built.
 
-A stage is a pure build function plus what its version depends on. `run_stage` computes the
-version, skips the stage when that artifact exists, and otherwise builds it through an
-`ArtifactWriter`, so that a crash leaves no partial artifact.
+A stage is a pure build function (or, for the LLM and embedding stages, a sharded job) plus what
+its version depends on. `run_stage` computes the version, skips the stage when that artifact
+exists, and otherwise builds it through an `ArtifactWriter`, so that a crash leaves no partial
+artifact. `pending_shards` and `build_shard` let other workers build a sharded stage's batches
+first; `run_stage` then builds what is left and finishes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.evaluation import stage as evaluate_stage
 from neggen_core.ingest import stage as ingest_stage
 from neggen_core.negatives import stage as negatives_stage
+from neggen_core.sharding import JobFactory, ShardedJob, Stats, pending, total
 from neggen_core.training import stage as train_stage
 
 log = logging.getLogger(__name__)
@@ -35,41 +40,48 @@ BuildFn = Callable[
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: its upstream stages, tables, version inputs and build function."""
+    """One stage: its upstream stages, tables, version inputs, and either a build function or
+    (a sharded stage) a job."""
 
     name: str
     upstream: tuple[str, ...]
     schema_version: int
     tables: Mapping[str, pa.Schema]
     version_config: Callable[[NeggenConfig], dict[str, Any]]
-    build: BuildFn
+    build: BuildFn | None = None
+    job: JobFactory | None = None
     resumable: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.job is None):
+            raise ValueError(f"stage {self.name!r}: give a build function or a job, not both")
 
 
 def _spec(
-    name: str, module: ModuleType, upstream: tuple[str, ...], resumable: bool = False
+    name: str, module: ModuleType, upstream: tuple[str, ...], kind: str = "whole"
 ) -> StageSpec:
-    """A stage from its module's SCHEMA_VERSION, TABLES, version_config and build."""
+    """A stage from its module's SCHEMA_VERSION, TABLES, version_config, and `build` (kind
+    "whole" or "resumable": part files survive a crash) or `Job` (kind "sharded")."""
     return StageSpec(
         name=name,
         upstream=upstream,
         schema_version=module.SCHEMA_VERSION,
         tables=module.TABLES,
         version_config=module.version_config,
-        build=module.build,
-        resumable=resumable,
+        build=None if kind == "sharded" else module.build,
+        job=module.Job if kind == "sharded" else None,
+        resumable=kind != "whole",
     )
 
 
-# name, its module, upstream stages, resumable (part files survive a crash)
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         _spec("ingest", ingest_stage, ()),
-        _spec("attributes", attributes_stage, ("ingest",), True),
-        _spec("negatives", negatives_stage, ("ingest", "attributes"), True),
-        _spec("embeddings", embeddings_stage, ("ingest", "attributes", "negatives"), True),
-        _spec("train", train_stage, ("ingest", "embeddings"), True),
+        _spec("attributes", attributes_stage, ("ingest",), "sharded"),
+        _spec("negatives", negatives_stage, ("ingest", "attributes"), "sharded"),
+        _spec("embeddings", embeddings_stage, ("ingest", "attributes", "negatives"), "sharded"),
+        _spec("train", train_stage, ("ingest", "embeddings"), "resumable"),
         _spec("evaluate", evaluate_stage, ("ingest", "embeddings", "train")),
     )
 }
@@ -142,35 +154,97 @@ def stage_version(
     )
 
 
+def _writer(
+    config: NeggenConfig,
+    spec: StageSpec,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    version: str,
+) -> ArtifactWriter:
+    return store.writer(
+        spec.name,
+        version,
+        schemas=spec.tables,
+        schema_version=spec.schema_version,
+        config=spec.version_config(config),
+        upstream={name: upstream[name].version for name in spec.upstream},
+        resume=spec.resumable,
+    )
+
+
 def run_stage(
     config: NeggenConfig,
     stage: str | StageSpec,
     upstream: Mapping[str, ArtifactRef],
     version: str | None = None,
+    shard_stats: Sequence[Stats] = (),
 ) -> StageOutcome:
     """Build one stage (a pipeline stage's name, or the spec of another) unless its artifact
-    already exists."""
+    already exists. A sharded stage builds the batches no shard wrote and finishes the artifact;
+    `shard_stats` are the counters the shards returned, for its report."""
     spec = spec_of(stage)
-    stage = spec.name
     store = open_store(config)
-    section = spec.version_config(config)
-    upstream_versions = {name: upstream[name].version for name in spec.upstream}
-    version = version or compute_version(stage, spec.schema_version, section, upstream_versions)
+    version = version or stage_version(config, spec, upstream)
     started = time.perf_counter()
-    if store.exists(stage, version):
-        return StageOutcome(store.ref(stage, version), skipped=True, seconds=0.0)
-    writer = store.writer(
-        stage,
-        version,
-        schemas=spec.tables,
-        schema_version=spec.schema_version,
-        config=section,
-        upstream=upstream_versions,
-        resume=spec.resumable,
-    )
-    info = spec.build(config, store, upstream, writer)
+    if store.exists(spec.name, version):
+        return StageOutcome(store.ref(spec.name, version), skipped=True, seconds=0.0)
+    writer = _writer(config, spec, store, upstream, version)
+    if spec.job is not None:
+        job = spec.job(config, store, upstream)
+        built = job.build(writer, range(job.batches))
+        info = job.finish(writer, total([*shard_stats, built]))
+    else:
+        assert spec.build is not None
+        info = spec.build(config, store, upstream, writer)
     ref = writer.commit(info)
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
+
+
+_jobs = threading.local()
+
+
+def _sharded_job(
+    config: NeggenConfig, spec: StageSpec, upstream: Mapping[str, ArtifactRef], version: str
+) -> tuple[ShardedJob, ArtifactWriter]:
+    """A sharded stage's job and a writer into its staging folder. The job is kept for the next
+    shard this thread builds (reading the stage's inputs and loading a model is done once per
+    worker thread, not once per shard); a thread's jobs share nothing with other threads."""
+    if spec.job is None:
+        raise ConfigError(f"stage {spec.name!r} is not sharded")
+    store = open_store(config)
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    key = (spec.name, version, store.root, digest)
+    held: tuple[tuple[str, ...], ShardedJob] | None = getattr(_jobs, "held", None)
+    if held is None or held[0] != key:
+        held = (key, spec.job(config, store, upstream))
+        _jobs.held = held
+    return held[1], _writer(config, spec, store, upstream, version)
+
+
+def pending_shards(
+    config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef], shards: int
+) -> list[range]:
+    """The shards (runs of batches) of a sharded stage with a batch still to build, at most
+    `shards` of them in all; none when its artifact exists."""
+    spec = spec_of(stage)
+    version = stage_version(config, spec, upstream)
+    if open_store(config).exists(spec.name, version):
+        return []
+    job, writer = _sharded_job(config, spec, upstream, version)
+    return pending(job, writer, shards)
+
+
+def build_shard(
+    config: NeggenConfig,
+    stage: str | StageSpec,
+    upstream: Mapping[str, ArtifactRef],
+    numbers: Sequence[int],
+) -> Stats:
+    """Build the batches `numbers` of a sharded stage (those not written yet) into its staging
+    folder; the counters of the work done."""
+    spec = spec_of(stage)
+    job, writer = _sharded_job(config, spec, upstream, stage_version(config, spec, upstream))
+    return job.build(writer, numbers)
 
 
 def next_negatives_round(config: NeggenConfig) -> int:

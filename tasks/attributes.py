@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prefect import task
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
+from neggen_core.sharding import Stats
 from tasks.stage_run import ArtifactVersion, run_logged
 
 
 @task(name="attributes", cache_policy=ArtifactVersion(stage="attributes"))
-def attributes(config: NeggenConfig, ingest: ArtifactRef) -> ArtifactRef:
-    """Items -> attributes (with key features), descriptions, key_features, report."""
-    return run_logged(config, "attributes", {"ingest": ingest})
+def attributes(
+    config: NeggenConfig, ingest: ArtifactRef, shard_stats: Sequence[Stats] = ()
+) -> ArtifactRef:
+    """Items -> attributes (with key features), descriptions, key_features, report; after its
+    shards (`shard_stats`: what they counted), the batches left and the key features."""
+    return run_logged(config, "attributes", {"ingest": ingest}, shard_stats)

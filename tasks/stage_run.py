@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -24,6 +24,7 @@ from prefect.context import TaskRunContext
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
+from neggen_core.sharding import Stats
 from neggen_core.stages import StageSpec, open_store, run_stage, spec_of, stage_version
 
 PROGRESS_STAGES = ("attributes", "negatives", "embeddings")
@@ -62,39 +63,46 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-def _progress_listener(stage: str) -> progress.Listener:
+def progress_listener(stage: str, unit: str) -> progress.Listener:
+    """A listener that keeps one Prefect progress artifact of `stage` up to date."""
     artifact: list[UUID] = []
 
     def update(_: str, done: int, total: int) -> None:
         value = 100.0 * done / max(total, 1)
+        description = f"{stage}: {unit} done ({done} of {total})"
         if not artifact:
-            created = create_progress_artifact(
-                value, key=None, description=f"{stage}: batches done ({done} of {total})"
-            )
+            created = create_progress_artifact(value, key=None, description=description)
             artifact.append(created if isinstance(created, UUID) else UUID(str(created)))
         else:
-            update_progress_artifact(
-                artifact[0], value, description=f"{stage}: batches done ({done} of {total})"
-            )
+            update_progress_artifact(artifact[0], value, description=description)
 
     return update
 
 
+def llm_slot(config: NeggenConfig, stage: str) -> AbstractContextManager[object]:
+    """One slot of the LLM server's global concurrency limit while an LLM stage talks to it
+    (with no limit of that name Prefect does not wait; `prefect gcl create neggen-llm --limit N`
+    sets one)."""
+    if stage in LLM_STAGES and config.llm.backend == "vllm":
+        return concurrency(config.orchestration.llm_concurrency_limit)
+    return nullcontext()
+
+
 def run_logged(
-    config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef]
+    config: NeggenConfig,
+    stage: str | StageSpec,
+    upstream: Mapping[str, ArtifactRef],
+    shard_stats: Sequence[Stats] = (),
 ) -> ArtifactRef:
-    """Run (or skip) one stage, say which in the run log, and leave a table artifact of its
-    tables (rows and Parquet paths)."""
+    """Run (or skip, or finish after its shards) one stage, say which in the run log, and leave
+    a table artifact of its tables (rows and Parquet paths)."""
     logger = get_run_logger()
     name = spec_of(stage).name
     with ExitStack() as stack:
         if name in PROGRESS_STAGES:
-            stack.enter_context(progress.listening(_progress_listener(name)))
-        if name in LLM_STAGES and config.llm.backend == "vllm":
-            # one slot of the server's global limit while this stage talks to it (no limit of
-            # that name: no wait; `prefect gcl create neggen-llm --limit N` sets one)
-            stack.enter_context(concurrency(config.orchestration.llm_concurrency_limit))
-        outcome = run_stage(config, stage, upstream)
+            stack.enter_context(progress.listening(progress_listener(name, "batches")))
+        stack.enter_context(llm_slot(config, name))
+        outcome = run_stage(config, stage, upstream, shard_stats=shard_stats)
     manifest = open_store(config).manifest(name, outcome.ref.version)
     if outcome.skipped:
         logger.info(
@@ -105,11 +113,13 @@ def run_logged(
         )
     else:
         rows = ", ".join(f"{table} {entry.rows:,}" for table, entry in manifest.tables.items())
+        sharded = f" (after {len(shard_stats)} shards)" if shard_stats else ""
         logger.info(
-            "%s: built version %s in %.1f s at %s (%s)",
+            "%s: built version %s in %.1f s%s at %s (%s)",
             name,
             outcome.ref.version,
             outcome.seconds,
+            sharded,
             outcome.ref.uri,
             rows,
         )

@@ -38,10 +38,13 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+# small batches, so that the demo's sharded stages have several batches (10, 5 and 7) to shard
 DEMO_SETTINGS = (
     "llm.zero_shot=false",
     "negatives.per_item=2",
-    "embeddings.batch_size=256",
+    "attributes.batch_size=32",
+    "negatives.batch_size=64",
+    "embeddings.batch_size=128",
     "train.epochs=3",
 )
 

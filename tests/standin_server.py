@@ -47,6 +47,8 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     answered: Counter[str] = field(default_factory=Counter)  # body hash -> 200 replies
     seen: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0  # most requests being answered at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class Tally:
                 "faults": dict(self.faults),
                 "answered": sum(self.answered.values()),
                 "answered_twice": sum(1 for n in self.answered.values() if n > 1),
+                "peak_in_flight": self.peak_in_flight,
             }
 
 
@@ -263,6 +266,16 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
             if problem:
                 self._send(400, {"error": {"message": problem, "type": "BadRequestError"}})
                 return
+            with tally.lock:
+                tally.in_flight += 1
+                tally.peak_in_flight = max(tally.peak_in_flight, tally.in_flight)
+            try:
+                self._answer(body, raw, key, nth)
+            finally:
+                with tally.lock:
+                    tally.in_flight -= 1
+
+        def _answer(self, body: Any, raw: bytes, key: str, nth: int) -> None:
             if settings.latency_s:
                 time.sleep(settings.latency_s)
             draw = random.Random(f"{settings.seed}:{key}:{nth}").random()
@@ -340,6 +353,18 @@ class StandIn:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def overrides(self) -> list[str]:
+        """Config settings for the vLLM backend against this server: short timeouts and
+        backoffs, so that injected faults cost the tests little time."""
+        return [
+            "llm.backend=vllm",
+            f"llm.vllm.base_url={self.base_url}",
+            f"llm.vllm.model={self.settings.model}",
+            "llm.vllm.timeout_s=1.0",
+            "llm.vllm.backoff_s=0.01",
+            "llm.vllm.backoff_max_s=0.05",
+        ]
 
     def __enter__(self) -> StandIn:
         self.thread.start()

@@ -1,7 +1,8 @@
 """The attributes stage: template 1 (describe + extract) over every item, in resumable batches.
 
 Batch b of the items (by item_idx) becomes part b of `descriptions` and `attributes`; a batch
-whose parts exist is not redone, so a killed run resumes where it stopped. Then the key
+whose parts exist is not redone, so a killed run resumes where it stopped, and batches can be
+built by separate shards (`neggen_core.sharding`) before one finish. Then the key
 features: a backend that marks them itself (an LLM) keeps its marks and `key_features` reports
 how often each attribute was marked; otherwise they are chosen per category from the users'
 train interactions (`keys.py`) and the `is_key` column of every part is set from that choice.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import polars as pl
@@ -30,6 +32,7 @@ from neggen_core.llm.backend import Backend, open_backend
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import ExtractionResult, ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
+from neggen_core.sharding import Stats, counted, still_to_do
 
 SCHEMA_VERSION = 1
 TABLES = {"attributes": ATTRIBUTES, "descriptions": DESCRIPTIONS, "key_features": KEY_FEATURES}
@@ -125,60 +128,78 @@ def _mark_keys(
     return pl.concat(marked_parts) if marked_parts else pl.DataFrame(schema=pl.Schema(ATTRIBUTES))
 
 
-def build(
-    config: NeggenConfig,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    writer: ArtifactWriter,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    ingest = upstream["ingest"]
-    items = store.read_frame(ingest, "items", ITEMS)
-    inputs = item_inputs(items)
-    template = load_template(DESCRIBE_EXTRACT)
-    backend: Backend = open_backend(config, store)
-    size = config.attributes.batch_size
-    batches = [inputs[start : start + size] for start in range(0, len(inputs), size)]
-    done_before = set(writer.parts("descriptions"))
-    for number, batch in enumerate(batches):
-        if number in done_before:
-            continue
-        results = backend.extract(batch)
-        attributes, descriptions = result_frames(results, batch, backend.source, template.version)
-        writer.write_table("attributes", attributes, part=number)
-        writer.write_table("descriptions", descriptions, part=number)  # last: the batch is done
-        progress.report("attributes", number + 1, len(batches))
+class Job:
+    """Template 1 over the items in batches of `attributes.batch_size`, then the key features."""
 
-    parts = list(range(len(batches)))
-    attributes = writer.read_written("attributes")
-    categories = item_categories(items, config.attributes.category_level)
-    if backend.marks_keys:
-        keys = _marked_keys(attributes, categories)
-    else:
-        train = store.read_frame(
-            ingest, "interactions", INTERACTIONS, ["user_idx", "item_idx", "split"]
-        )
-        train = train.filter(pl.col("split") == "train").select("user_idx", "item_idx")
-        found = attributes.select("item_idx", "modality", "name", "value")
-        scores = score_attributes(found, categories, train)
-        presence = found.join(categories, on="item_idx").select(
-            "category", "item_idx", "modality", "name"
-        )
-        keys = choose_keys(scores, presence, config.attributes.key_features)
-        attributes = _mark_keys(writer, keys, categories, parts)
-    writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))
+    marker = "descriptions"
 
-    descriptions = writer.read_written("descriptions")
-    report = _report(items, attributes, descriptions, keys, backend, time.perf_counter() - started)
-    writer.write_json(REPORT, report)
-    return {
-        "backend": backend.name,
-        "model": backend.model,
-        "prompt_version": template.version,
-        "items": report["items"],
-        "items_with_key_attribute": report["items_with_key_attribute"],
-        "invalid": report["invalid"],
-    }
+    def __init__(
+        self, config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.ingest = upstream["ingest"]
+        self.items = store.read_frame(self.ingest, "items", ITEMS)
+        inputs = item_inputs(self.items)
+        size = config.attributes.batch_size
+        self.chunks = [inputs[start : start + size] for start in range(0, len(inputs), size)]
+        self.batches = len(self.chunks)
+        self.template = load_template(DESCRIBE_EXTRACT)
+
+    @cached_property
+    def backend(self) -> Backend:
+        return open_backend(self.config, self.store)
+
+    def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
+        todo = still_to_do(writer, self.marker, numbers)
+        if not todo:
+            return {}
+        started, before = time.perf_counter(), self.backend.stats()
+        for done, number in enumerate(todo, 1):
+            batch = self.chunks[number]
+            results = self.backend.extract(batch)
+            attributes, descriptions = result_frames(
+                results, batch, self.backend.source, self.template.version
+            )
+            writer.write_table("attributes", attributes, part=number)
+            writer.write_table("descriptions", descriptions, part=number)  # last: batch done
+            progress.report("attributes", done, len(todo))
+        return {**counted(before, self.backend.stats()), "seconds": time.perf_counter() - started}
+
+    def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
+        started = time.perf_counter()
+        items, backend = self.items, self.backend
+        attributes = writer.read_written("attributes")
+        categories = item_categories(items, self.config.attributes.category_level)
+        if backend.marks_keys:
+            keys = _marked_keys(attributes, categories)
+        else:
+            train = self.store.read_frame(
+                self.ingest, "interactions", INTERACTIONS, ["user_idx", "item_idx", "split"]
+            )
+            train = train.filter(pl.col("split") == "train").select("user_idx", "item_idx")
+            found = attributes.select("item_idx", "modality", "name", "value")
+            scores = score_attributes(found, categories, train)
+            presence = found.join(categories, on="item_idx").select(
+                "category", "item_idx", "modality", "name"
+            )
+            keys = choose_keys(scores, presence, self.config.attributes.key_features)
+            attributes = _mark_keys(writer, keys, categories, list(range(self.batches)))
+        writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))
+
+        descriptions = writer.read_written("descriptions")
+        counters = {key: 0 for key in backend.stats()} | stats
+        seconds = counters.pop("seconds", 0.0) + time.perf_counter() - started
+        report = _report(items, attributes, descriptions, keys, backend, counters, seconds)
+        writer.write_json(REPORT, report)
+        return {
+            "backend": backend.name,
+            "model": backend.model,
+            "prompt_version": self.template.version,
+            "items": report["items"],
+            "items_with_key_attribute": report["items_with_key_attribute"],
+            "invalid": report["invalid"],
+        }
 
 
 def _marked_keys(attributes: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
@@ -208,6 +229,7 @@ def _report(
     descriptions: pl.DataFrame,
     keys: pl.DataFrame,
     backend: Backend,
+    counters: Mapping[str, float],
     seconds: float,
 ) -> dict[str, Any]:
     statuses = descriptions.filter(pl.col("modality") == "text")
@@ -236,6 +258,6 @@ def _report(
                 "category", maintain_order=True
             )
         },
-        **backend.stats(),
+        **counters,
         "seconds": round(seconds, 2),
     }

@@ -6,9 +6,10 @@ description; a negative through its own two texts, so that a negative differs fr
 only where it was intervened. Every distinct text is encoded once: the texts are sorted by length
 (as sentence-transformers does inside one `encode` call) and cut into parts of
 `embeddings.batch_size`, each a part file of `text_vectors`, so a killed run encodes only the
-missing parts. The item and negative tables are assembled from those vectors at the end, with each
-negative's nearest real item other than its positive: at `near_duplicate_threshold` or above, it is
-flagged as a possible false negative (a real item much like it exists, and a user may want it).
+missing parts, and separate shards can encode different parts (`neggen_core.sharding`). The
+item and negative tables are assembled from those vectors at the end, with each negative's
+nearest real item other than its positive: at `near_duplicate_threshold` or above, it is flagged
+as a possible false negative (a real item much like it exists, and a user may want it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,7 @@ from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, model_fingerprint
 from neggen_core.errors import ArtifactError
+from neggen_core.sharding import Stats, still_to_do
 
 SCHEMA_VERSION = 1
 EMBEDDER_VERSION = 1  # bump when what is embedded, or how, changes
@@ -197,142 +200,151 @@ def _image_features(
     return features, present, failures
 
 
-def _encode_parts(
-    texts: Sequence[str], encoder: TextEncoder, writer: ArtifactWriter, size: int
-) -> tuple[int, float]:
-    """Encode the parts not written yet; (texts encoded, seconds spent encoding)."""
-    done = set(writer.parts("text_vectors"))
-    encoded, seconds = 0, 0.0
-    for number, start in enumerate(range(0, max(len(texts), 1), size)):
-        if number in done:
-            continue
-        chunk = texts[start : start + size]
-        began = time.perf_counter()
-        vectors = encoder.encode(chunk)
-        seconds += time.perf_counter() - began
-        encoded += len(chunk)
-        keys = pa.array([text_key(t) for t in chunk], pa.string())
-        part = pa.table({"text_sha256": keys, "vector": vector_array(vectors)})
-        writer.write_table("text_vectors", part, part=number)
-        progress.report("embeddings", number + 1, -(-max(len(texts), 1) // size))
-    return encoded, seconds
+class Job:
+    """Every distinct text encoded in batches of `embeddings.batch_size`, then the item and
+    negative tables, the index and the near-duplicate flags."""
 
+    marker = "text_vectors"
 
-def build(
-    config: NeggenConfig,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    writer: ArtifactWriter,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    settings = config.embeddings
-    inputs = gather_inputs(store, upstream)
-    texts = inputs.texts()
-    encoder = TextEncoder(settings.encoder, settings.encode_batch_size)
-    for table, schema in tables(encoder.dim).items():
-        writer.set_schema(table, schema)
+    def __init__(
+        self, config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
+    ) -> None:
+        self.settings = config.embeddings
+        self.upstream = dict(upstream)
+        self.inputs = gather_inputs(store, upstream)
+        self.texts = self.inputs.texts()
+        self.batches = -(-max(len(self.texts), 1) // self.settings.batch_size)
 
-    encoded, encode_seconds = _encode_parts(texts, encoder, writer, settings.batch_size)
-    written = pa.concat_tables(
-        [writer.read_part("text_vectors", part) for part in writer.parts("text_vectors")]
-    )
-    vectors = vectors_of(written.column("vector"))
-    lookup = {key: row for row, key in enumerate(written.column("text_sha256").to_pylist())}
+    @cached_property
+    def encoder(self) -> TextEncoder:
+        return TextEncoder(self.settings.encoder, self.settings.encode_batch_size)
 
-    items = inputs.items
-    if not np.array_equal(items["item_idx"].to_numpy(), np.arange(items.height)):
-        raise ArtifactError(f"{upstream['ingest'].uri}: item_idx is not dense 0..n-1")
-    item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
-        items["text"].to_list(), items["visual"].to_list(), lookup, vectors
-    )
-    features, has_image, image_failures = _image_features(items, settings.image_features)
-    writer.write_table(
-        "item_embeddings",
-        pa.table(
-            {
-                "item_idx": items["item_idx"].to_arrow(),
-                "text_vector": vector_array(item_text),
-                "visual_vector": vector_array(item_visual, item_has_visual),
-                "vector": vector_array(item_joint),
-                "image_features": vector_array(features, has_image),
-            }
-        ),
-    )
+    def _set_schemas(self, writer: ArtifactWriter) -> None:
+        for table, schema in tables(self.encoder.dim).items():
+            writer.set_schema(table, schema)
 
-    index = ItemIndex.build(
-        item_joint,
-        IndexSettings(
-            exact_max_items=settings.exact_index_max_items,
-            hnsw_m=settings.hnsw_m,
-            hnsw_ef_search=settings.hnsw_ef_search,
-        ),
-    )
-    writer.write_bytes(INDEX_FILE, index.to_bytes())
+    def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
+        todo = still_to_do(writer, self.marker, numbers)
+        if not todo:
+            return {}
+        self._set_schemas(writer)
+        size, encoded, seconds = self.settings.batch_size, 0, 0.0
+        for done, number in enumerate(todo, 1):
+            chunk = self.texts[number * size : (number + 1) * size]
+            began = time.perf_counter()
+            vectors = self.encoder.encode(chunk)
+            seconds += time.perf_counter() - began
+            encoded += len(chunk)
+            keys = pa.array([text_key(t) for t in chunk], pa.string())
+            part = pa.table({"text_sha256": keys, "vector": vector_array(vectors)})
+            writer.write_table("text_vectors", part, part=number)
+            progress.report("embeddings", done, len(todo))
+        return {"texts_encoded": encoded, "encode_seconds": seconds}
 
-    negatives = inputs.negatives
-    neg_text, neg_visual, neg_has_visual, neg_joint = _modal_vectors(
-        negatives["text"].to_list(), negatives["visual"].to_list(), lookup, vectors
-    )
-    positives = negatives["item_idx"].to_numpy().astype(np.int64)
-    to_positive = (neg_joint * item_joint[positives]).sum(axis=1)
-    nearest, similarity = index.nearest_other(neg_joint, positives)
-    near_duplicate = similarity >= settings.near_duplicate_threshold
-    possible_false_negative = negatives["possible_false_negative"].to_numpy() | near_duplicate
-    writer.write_table(
-        "negative_embeddings",
-        pa.table(
-            {
-                "negative_id": negatives["negative_id"].to_arrow(),
-                "item_idx": negatives["item_idx"].to_arrow(),
-                "user_idx": negatives["user_idx"].to_arrow(),
-                "modality": negatives["modality"].to_arrow(),
-                "text_vector": vector_array(neg_text),
-                "visual_vector": vector_array(neg_visual, neg_has_visual),
-                "vector": vector_array(neg_joint),
-                "similarity_to_positive": pa.array(to_positive, pa.float32()),
-                "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),
-                "nearest_similarity": pa.array(similarity, pa.float32(), mask=nearest < 0),
-                "near_duplicate": pa.array(near_duplicate),
-                "possible_false_negative": pa.array(possible_false_negative),
-            }
-        ),
-    )
-    seconds = time.perf_counter() - started
-    report = {
-        "encoder": encoder.name,
-        "dim": encoder.dim,
-        "image_feature_dim": IMAGE_FEATURE_DIM,
-        "index": {"kind": index.kind, "items": index.size, "file": INDEX_FILE},
-        "items": items.height,
-        "coverage": {
-            "text": items.height,
-            "visual_description": int(item_has_visual.sum()),
-            "image_features": int(has_image.sum()),
-            "without_image": int(items["image_uri"].is_null().sum()),
-        },
-        "image_failures": image_failures,
-        "negatives_embedded": negatives.height,
-        "negatives_invalid_not_embedded": inputs.invalid_negatives,
-        "near_duplicates": int(near_duplicate.sum()),
-        "possible_false_negatives": int(possible_false_negative.sum()),
-        "similarity_to_positive": _quantiles(to_positive),
-        "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
-        "unique_texts": len(texts),
-        "texts_encoded_this_attempt": encoded,
-        "encode_seconds_this_attempt": round(encode_seconds, 2),
-        "seconds_this_attempt": round(seconds, 2),
-    }
-    writer.write_json(REPORT, report)
-    return {
-        "encoder": encoder.name,
-        "dim": encoder.dim,
-        "image_feature_dim": IMAGE_FEATURE_DIM,
-        "index": index.kind,
-        "items": items.height,
-        "negatives": negatives.height,
-        "unique_texts": len(texts),
-        "near_duplicates": report["near_duplicates"],
-    }
+    def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
+        started = time.perf_counter()
+        settings, encoder, upstream = self.settings, self.encoder, self.upstream
+        self._set_schemas(writer)
+        written = pa.concat_tables(
+            [writer.read_part("text_vectors", part) for part in writer.parts("text_vectors")]
+        )
+        vectors = vectors_of(written.column("vector"))
+        lookup = {key: row for row, key in enumerate(written.column("text_sha256").to_pylist())}
+
+        items = self.inputs.items
+        if not np.array_equal(items["item_idx"].to_numpy(), np.arange(items.height)):
+            raise ArtifactError(f"{upstream['ingest'].uri}: item_idx is not dense 0..n-1")
+        item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
+            items["text"].to_list(), items["visual"].to_list(), lookup, vectors
+        )
+        features, has_image, image_failures = _image_features(items, settings.image_features)
+        writer.write_table(
+            "item_embeddings",
+            pa.table(
+                {
+                    "item_idx": items["item_idx"].to_arrow(),
+                    "text_vector": vector_array(item_text),
+                    "visual_vector": vector_array(item_visual, item_has_visual),
+                    "vector": vector_array(item_joint),
+                    "image_features": vector_array(features, has_image),
+                }
+            ),
+        )
+
+        index = ItemIndex.build(
+            item_joint,
+            IndexSettings(
+                exact_max_items=settings.exact_index_max_items,
+                hnsw_m=settings.hnsw_m,
+                hnsw_ef_search=settings.hnsw_ef_search,
+            ),
+        )
+        writer.write_bytes(INDEX_FILE, index.to_bytes())
+
+        negatives = self.inputs.negatives
+        neg_text, neg_visual, neg_has_visual, neg_joint = _modal_vectors(
+            negatives["text"].to_list(), negatives["visual"].to_list(), lookup, vectors
+        )
+        positives = negatives["item_idx"].to_numpy().astype(np.int64)
+        to_positive = (neg_joint * item_joint[positives]).sum(axis=1)
+        nearest, similarity = index.nearest_other(neg_joint, positives)
+        near_duplicate = similarity >= settings.near_duplicate_threshold
+        possible_false_negative = negatives["possible_false_negative"].to_numpy() | near_duplicate
+        writer.write_table(
+            "negative_embeddings",
+            pa.table(
+                {
+                    "negative_id": negatives["negative_id"].to_arrow(),
+                    "item_idx": negatives["item_idx"].to_arrow(),
+                    "user_idx": negatives["user_idx"].to_arrow(),
+                    "modality": negatives["modality"].to_arrow(),
+                    "text_vector": vector_array(neg_text),
+                    "visual_vector": vector_array(neg_visual, neg_has_visual),
+                    "vector": vector_array(neg_joint),
+                    "similarity_to_positive": pa.array(to_positive, pa.float32()),
+                    "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),
+                    "nearest_similarity": pa.array(similarity, pa.float32(), mask=nearest < 0),
+                    "near_duplicate": pa.array(near_duplicate),
+                    "possible_false_negative": pa.array(possible_false_negative),
+                }
+            ),
+        )
+        encode_seconds = stats.get("encode_seconds", 0.0)
+        report = {
+            "encoder": encoder.name,
+            "dim": encoder.dim,
+            "image_feature_dim": IMAGE_FEATURE_DIM,
+            "index": {"kind": index.kind, "items": index.size, "file": INDEX_FILE},
+            "items": items.height,
+            "coverage": {
+                "text": items.height,
+                "visual_description": int(item_has_visual.sum()),
+                "image_features": int(has_image.sum()),
+                "without_image": int(items["image_uri"].is_null().sum()),
+            },
+            "image_failures": image_failures,
+            "negatives_embedded": negatives.height,
+            "negatives_invalid_not_embedded": self.inputs.invalid_negatives,
+            "near_duplicates": int(near_duplicate.sum()),
+            "possible_false_negatives": int(possible_false_negative.sum()),
+            "similarity_to_positive": _quantiles(to_positive),
+            "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
+            "unique_texts": len(self.texts),
+            "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
+            "encode_seconds_this_attempt": round(encode_seconds, 2),
+            "seconds_this_attempt": round(encode_seconds + time.perf_counter() - started, 2),
+        }
+        writer.write_json(REPORT, report)
+        return {
+            "encoder": encoder.name,
+            "dim": encoder.dim,
+            "image_feature_dim": IMAGE_FEATURE_DIM,
+            "index": index.kind,
+            "items": items.height,
+            "negatives": negatives.height,
+            "unique_texts": len(self.texts),
+            "near_duplicates": report["near_duplicates"],
+        }
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:

@@ -4,14 +4,16 @@ key features and keep everything else, each checked and kept with its status and
 Templates 2 and 3 are answered by the configured backend: the offline generator (`offline.py`)
 or a vLLM server (`vllm.py`).
 
-Batches of items become part files, resumable as in the attributes stage. `negatives.round` is
-part of the seed and of the version: a new round is a new artifact beside the earlier ones.
+Batches of items become part files, resumable and shardable as in the attributes stage.
+`negatives.round` is part of the seed and of the version: a new round is a new artifact beside
+the earlier ones.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 import polars as pl
@@ -27,6 +29,7 @@ from neggen_core.llm.models import Attribute
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 from neggen_core.negatives.offline import OfflineNegatives, Outcome, Positive
 from neggen_core.negatives.vllm import VllmNegatives
+from neggen_core.sharding import Stats, still_to_do
 
 SCHEMA_VERSION = 1
 GENERATOR_VERSION = 1  # bump when the offline generator's output changes
@@ -99,61 +102,74 @@ def _brands(items: pl.DataFrame) -> dict[str, str]:
     return dict(spelled.select("key", "brand").iter_rows())
 
 
-def build(
-    config: NeggenConfig,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    writer: ArtifactWriter,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    settings = config.negatives
-    items = store.read_frame(upstream["ingest"], "items", ITEMS)
-    attributes = store.read_frame(upstream["attributes"], "attributes", ATTRIBUTES)
-    descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
-    level = config.attributes.category_level
-    positives = _positives(items, attributes, descriptions, level)
-    seed = f"{settings.seed}:{settings.round}"
-    generator: Generator
-    if config.llm.backend == "vllm":
-        generator = VllmNegatives(
-            open_backend(config, store),
-            settings.per_item,
-            settings.interventions,
-            settings.image_ratio,
-            seed,
+class Job:
+    """N negatives for every unit (an item, or a user's train pair), in batches of
+    `negatives.batch_size` units."""
+
+    marker = "negatives"
+
+    def __init__(
+        self, config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.settings = settings = config.negatives
+        self.items = store.read_frame(upstream["ingest"], "items", ITEMS)
+        self.attributes = store.read_frame(upstream["attributes"], "attributes", ATTRIBUTES)
+        descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
+        self.positives = _positives(
+            self.items, self.attributes, descriptions, config.attributes.category_level
         )
-    else:
-        generator = OfflineNegatives(
-            pools=_pools(attributes, item_categories(items, level)),
-            brands=_brands(items),
+        self.real = {(p.item.text(), p.visual_description) for p in self.positives.values()}
+        self.prompt_version = combined_version(INTERVENE, COMPLETE)
+        if settings.per_user:
+            train = store.read_frame(upstream["ingest"], "interactions", INTERACTIONS)
+            pairs = (
+                train.filter(pl.col("split") == "train")
+                .select("user_idx", "item_idx")
+                .sort("user_idx", "item_idx")
+            )
+            self.units: list[tuple[int | None, int]] = list(pairs.iter_rows())
+        else:
+            self.units = [(None, idx) for idx in sorted(self.positives)]
+        self.batches = -(-len(self.units) // settings.batch_size)
+
+    @cached_property
+    def generator(self) -> Generator:
+        settings, seed = self.settings, f"{self.settings.seed}:{self.settings.round}"
+        if self.config.llm.backend == "vllm":
+            return VllmNegatives(
+                open_backend(self.config, self.store),
+                settings.per_item,
+                settings.interventions,
+                settings.image_ratio,
+                seed,
+            )
+        level = self.config.attributes.category_level
+        return OfflineNegatives(
+            pools=_pools(self.attributes, item_categories(self.items, level)),
+            brands=_brands(self.items),
             per_item=settings.per_item,
             interventions=settings.interventions,
             image_ratio=settings.image_ratio,
             seed=seed,
         )
-    prompt_version = combined_version(INTERVENE, COMPLETE)
-    real = {(p.item.text(), p.visual_description) for p in positives.values()}
 
-    if settings.per_user:
-        train = store.read_frame(upstream["ingest"], "interactions", INTERACTIONS)
-        pairs = (
-            train.filter(pl.col("split") == "train")
-            .select("user_idx", "item_idx")
-            .sort("user_idx", "item_idx")
-        )
-        units: list[tuple[int | None, int]] = list(pairs.iter_rows())
-    else:
-        units = [(None, idx) for idx in sorted(positives)]
+    def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
+        todo = still_to_do(writer, self.marker, numbers)
+        started = time.perf_counter()
+        for done, number in enumerate(todo, 1):
+            writer.write_table("negatives", self._batch(number), part=number)
+            progress.report("negatives", done, len(todo))
+        return {"seconds": time.perf_counter() - started} if todo else {}
 
-    size = settings.batch_size
-    done = set(writer.parts("negatives"))
-    for number, start in enumerate(range(0, len(units), size)):
-        if number in done:
-            continue
-        rows = []
+    def _batch(self, number: int) -> pl.DataFrame:
+        settings, generator, size = self.settings, self.generator, self.settings.batch_size
         batch = [
-            (user_idx, positives[item_idx]) for user_idx, item_idx in units[start : start + size]
+            (user_idx, self.positives[item_idx])
+            for user_idx, item_idx in self.units[number * size : (number + 1) * size]
         ]
+        rows = []
         for (user_idx, positive), outcomes in zip(batch, generator.generate(batch), strict=True):
             item_idx = positive.item.item_idx
             for j, outcome in enumerate(outcomes):
@@ -171,26 +187,26 @@ def build(
                         "status": "valid" if reason is None else "invalid",
                         "reason": reason,
                         "possible_false_negative": (completed.text, completed.visual_description)
-                        in real,
+                        in self.real,
                         "round": settings.round,
                         "backend": f"{generator.name}/{generator.model}",
-                        "prompt_version": prompt_version,
+                        "prompt_version": self.prompt_version,
                     }
                 )
-        writer.write_table(
-            "negatives", pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row"), part=number
-        )
-        progress.report("negatives", number + 1, -(-len(units) // size))
+        return pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row")
 
-    negatives = writer.read_written("negatives")
-    report = _report(negatives, positives, settings.per_item, time.perf_counter() - started)
-    writer.write_json(REPORT, report)
-    return {
-        "round": settings.round,
-        "negatives": negatives.height,
-        "valid": report["statuses"].get("valid", 0),
-        "share_items_with_enough_valid": report["share_items_with_enough_valid"],
-    }
+    def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
+        started = time.perf_counter()
+        negatives = writer.read_written("negatives")
+        seconds = stats.get("seconds", 0.0) + time.perf_counter() - started
+        report = _report(negatives, self.positives, self.settings.per_item, seconds)
+        writer.write_json(REPORT, report)
+        return {
+            "round": self.settings.round,
+            "negatives": negatives.height,
+            "valid": report["statuses"].get("valid", 0),
+            "share_items_with_enough_valid": report["share_items_with_enough_valid"],
+        }
 
 
 def _report(

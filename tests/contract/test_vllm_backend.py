@@ -31,12 +31,7 @@ def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
         None,
         [
             f"artifacts.root={root}",
-            "llm.backend=vllm",
-            f"llm.vllm.base_url={server.base_url}",
-            f"llm.vllm.model={MODEL}",
-            "llm.vllm.timeout_s=1.0",
-            "llm.vllm.backoff_s=0.01",
-            "llm.vllm.backoff_max_s=0.05",
+            *server.overrides(),
             "llm.vllm.concurrency=16",
             "attributes.batch_size=64",
             *more,

@@ -1,0 +1,124 @@
+"""The sharded stages in the flow: a stage's pending shards mapped over the configured task
+runner (a thread pool, or a Dask or Ray cluster), each shard one task that holds a slot of the
+LLM server's global concurrency limit in an LLM stage; the stage's own task then finishes the
+artifact from what the shards wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any
+
+from prefect import task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.config import NeggenConfig, TaskRunnerConfig
+from neggen_core.errors import ConfigError
+from neggen_core.sharding import Stats
+from neggen_core.stages import build_shard, pending_shards
+from tasks.stage_run import llm_slot, progress_listener
+
+
+def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
+    """The task runner `orchestration.task_runner` names, not started."""
+    if settings.kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=settings.max_workers)
+    extra = settings.kind
+    try:
+        if settings.kind == "dask":
+            from prefect_dask import DaskTaskRunner
+
+            if settings.address:
+                return DaskTaskRunner(address=settings.address)
+            return DaskTaskRunner(
+                cluster_kwargs={"n_workers": settings.max_workers, "threads_per_worker": 1}
+            )
+        from prefect_ray import RayTaskRunner
+
+        if settings.address:
+            return RayTaskRunner(address=settings.address)
+        return RayTaskRunner(init_kwargs={"num_cpus": settings.max_workers})
+    except ImportError as exc:
+        raise ConfigError(
+            f"orchestration.task_runner.kind={extra} needs prefect-{extra}: "
+            f"pip install 'neggen[{extra}]' (or set orchestration.task_runner.kind=thread)"
+        ) from exc
+
+
+@task(name="shards", task_run_name="{stage}-shards", cache_policy=NO_CACHE)
+def plan(
+    config: NeggenConfig, stage: str, upstream: Mapping[str, ArtifactRef]
+) -> list[tuple[int, int]]:
+    """The shards of `stage` with a batch still to build, as (first, stop) batch numbers."""
+    return [
+        (r.start, r.stop)
+        for r in pending_shards(config, stage, upstream, config.orchestration.shards)
+    ]
+
+
+@task(name="shard", task_run_name="{stage}-shard-{first}-{stop}", cache_policy=NO_CACHE)
+def shard(
+    config: NeggenConfig,
+    stage: str,
+    upstream: Mapping[str, ArtifactRef],
+    first: int,
+    stop: int,
+) -> Stats:
+    """Build batches first..stop-1 of `stage` (those not written yet) into its staging folder."""
+    with llm_slot(config, stage):
+        return build_shard(config, stage, upstream, range(first, stop))
+
+
+class ShardMap:
+    """Maps sharded stages over the configured task runner, started at its first use and stopped
+    when the flow leaves this context."""
+
+    def __init__(self, config: NeggenConfig) -> None:
+        self.settings = config.orchestration.task_runner
+        self._stack = ExitStack()
+        self._runner: TaskRunner[Any] | None = None
+
+    def __enter__(self) -> ShardMap:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def _started(self) -> TaskRunner[Any]:
+        if self._runner is None:
+            self._runner = self._stack.enter_context(task_runner(self.settings))
+        return self._runner
+
+    def build(
+        self, config: NeggenConfig, stage: str, upstream: Mapping[str, ArtifactRef]
+    ) -> list[Stats]:
+        """Build the pending shards of `stage`; the counters each returned (none when the stage
+        is built or has nothing left to build)."""
+        shards = plan(config, stage, upstream)
+        if not shards:
+            return []
+        futures = self._started().map(
+            shard,
+            {
+                "config": unmapped(config),
+                "stage": unmapped(stage),
+                "upstream": unmapped(dict(upstream)),
+                "first": [first for first, _ in shards],
+                "stop": [stop for _, stop in shards],
+            },
+        )
+        report = progress_listener(stage, "shards")
+        stats = []
+        for done, future in enumerate(as_completed(futures), 1):
+            stats.append(future.result())
+            report(stage, done, len(shards))
+        return stats
