@@ -15,7 +15,9 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY configs ./configs
 COPY prefect.yaml ./
-RUN pip install .
+# the Dask task runner and s3:// artifacts by default; `--build-arg EXTRAS=ray,s3` for Ray
+ARG EXTRAS=dask,s3
+RUN pip install ".[${EXTRAS}]"
 
 # Artifacts and the LLM response cache live on the shared volume mounted here.
 VOLUME ["/data"]

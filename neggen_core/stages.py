@@ -190,9 +190,12 @@ def run_stage(
         return StageOutcome(store.ref(spec.name, version), skipped=True, seconds=0.0)
     writer = _writer(config, spec, store, upstream, version)
     if spec.job is not None:
-        job = spec.job(config, store, upstream)
-        built = job.build(writer, range(job.batches))
-        info = job.finish(writer, total([*shard_stats, built]))
+        try:
+            job = _held_job(config, spec, upstream, version)
+            built = job.build(writer, range(job.batches))
+            info = job.finish(writer, total([*shard_stats, built]))
+        finally:
+            _held.job = None
     else:
         assert spec.build is not None
         info = spec.build(config, store, upstream, writer)
@@ -200,25 +203,25 @@ def run_stage(
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
 
 
-_jobs = threading.local()
+# per thread: the sharded job it last used, and what it was made from
+_held = threading.local()
 
 
-def _sharded_job(
+def _held_job(
     config: NeggenConfig, spec: StageSpec, upstream: Mapping[str, ArtifactRef], version: str
-) -> tuple[ShardedJob, ArtifactWriter]:
-    """A sharded stage's job and a writer into its staging folder. The job is kept for the next
-    shard this thread builds (reading the stage's inputs and loading a model is done once per
-    worker thread, not once per shard); a thread's jobs share nothing with other threads."""
+) -> ShardedJob:
+    """A sharded stage's job, kept for the next shard this thread builds: reading the stage's
+    inputs and loading a model happen once per worker thread, not once per shard. Threads share
+    no job (a job's backend and encoder are not thread-safe); `run_stage` drops it once the
+    stage is finished."""
     if spec.job is None:
         raise ConfigError(f"stage {spec.name!r} is not sharded")
-    store = open_store(config)
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
-    key = (spec.name, version, store.root, digest)
-    held: tuple[tuple[str, ...], ShardedJob] | None = getattr(_jobs, "held", None)
-    if held is None or held[0] != key:
-        held = (key, spec.job(config, store, upstream))
-        _jobs.held = held
-    return held[1], _writer(config, spec, store, upstream, version)
+    key = (spec.name, version, digest)
+    if getattr(_held, "key", None) != key or getattr(_held, "job", None) is None:
+        _held.job, _held.key = spec.job(config, open_store(config), upstream), key
+    job: ShardedJob = _held.job
+    return job
 
 
 def pending_shards(
@@ -227,11 +230,12 @@ def pending_shards(
     """The shards (runs of batches) of a sharded stage with a batch still to build, at most
     `shards` of them in all; none when its artifact exists."""
     spec = spec_of(stage)
+    store = open_store(config)
     version = stage_version(config, spec, upstream)
-    if open_store(config).exists(spec.name, version):
+    if store.exists(spec.name, version):
         return []
-    job, writer = _sharded_job(config, spec, upstream, version)
-    return pending(job, writer, shards)
+    job = _held_job(config, spec, upstream, version)
+    return pending(job, _writer(config, spec, store, upstream, version), shards)
 
 
 def build_shard(
@@ -243,8 +247,10 @@ def build_shard(
     """Build the batches `numbers` of a sharded stage (those not written yet) into its staging
     folder; the counters of the work done."""
     spec = spec_of(stage)
-    job, writer = _sharded_job(config, spec, upstream, stage_version(config, spec, upstream))
-    return job.build(writer, numbers)
+    store = open_store(config)
+    version = stage_version(config, spec, upstream)
+    job = _held_job(config, spec, upstream, version)
+    return job.build(writer=_writer(config, spec, store, upstream, version), numbers=numbers)
 
 
 def next_negatives_round(config: NeggenConfig) -> int:

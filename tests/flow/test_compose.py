@@ -75,7 +75,8 @@ def test_services_as_the_issue_asks(services: dict[str, dict[str, object]]) -> N
     assert devices[0]["capabilities"] == ["gpu"]
     assert "neggen-data:/data" in worker["volumes"]
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "torch==2.13.0" in dockerfile and "pip install ." in dockerfile
+    assert "torch==2.13.0" in dockerfile and 'pip install ".[${EXTRAS}]"' in dockerfile
+    assert "ARG EXTRAS=dask,s3" in dockerfile
 
 
 def test_readme_production_section_matches_the_compose_file(

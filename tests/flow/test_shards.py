@@ -151,6 +151,7 @@ def test_llm_shards_hold_the_global_concurrency_limit(tmp_path: Path) -> None:
                 tmp_path / f"slots-{slots}",
                 "attributes",
                 *server.overrides(),
+                "llm.vllm.timeout_s=30",  # no retry on a loaded machine: each item asked once
                 "llm.vllm.concurrency=2",
                 f"orchestration.llm_concurrency_limit={name}",
                 "orchestration.task_runner.max_workers=3",
