@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,44 +29,31 @@ from neggen_core.config import VllmConfig, load_config  # noqa: E402
 from neggen_core.llm.cache import ResponseCache  # noqa: E402
 from neggen_core.llm.models import ItemInput  # noqa: E402
 from neggen_core.llm.vllm import VllmBackend  # noqa: E402
-from tests.standin_server import MODEL, wait_until_healthy  # noqa: E402
+from tests.standin_server import MODEL, standin_process  # noqa: E402
 
 
 def bench_vllm(requests: int, concurrency: int, latency: float) -> dict[str, Any]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin_server", "--latency", str(latency)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
-        wait_until_healthy(base_url)
-        with tempfile.TemporaryDirectory() as cache_dir:
-            import fsspec
+    with standin_process(latency) as base_url, tempfile.TemporaryDirectory() as cache_dir:
+        import fsspec
 
-            cache = ResponseCache(fsspec.filesystem("file"), cache_dir)
-            config = VllmConfig(base_url=base_url, model=MODEL, concurrency=concurrency)
-            backend = VllmBackend(config, cache)
-            backend.check_health()
-            items = [
-                ItemInput(
-                    item_idx=i,
-                    title=f"Item {i} in blue, {i % 7 + 1} pack",
-                    description="A benchmark item.",
-                    brand=None,
-                    categories=("Bench",),
-                    image_uri=None,
-                )
-                for i in range(requests)
-            ]
-            started = time.perf_counter()
-            results = backend.extract(items)
-            seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait()
+        cache = ResponseCache(fsspec.filesystem("file"), cache_dir)
+        config = VllmConfig(base_url=base_url, model=MODEL, concurrency=concurrency)
+        backend = VllmBackend(config, cache)
+        backend.check_health()
+        items = [
+            ItemInput(
+                item_idx=i,
+                title=f"Item {i} in blue, {i % 7 + 1} pack",
+                description="A benchmark item.",
+                brand=None,
+                categories=("Bench",),
+                image_uri=None,
+            )
+            for i in range(requests)
+        ]
+        started = time.perf_counter()
+        results = backend.extract(items)
+        seconds = time.perf_counter() - started
     ideal = concurrency / latency
     throughput = requests / seconds
     return {

@@ -3,8 +3,9 @@
 1. LLM stage: attributes on the vLLM backend against the stand-in server (its own process,
    `--latency` seconds per answer, as a server with data-parallel replicas would answer), on the
    Office items (the demo's when ../shared is absent): `run_stage` in one piece, then the `neggen`
-   flow mapping `attributes.batch_size` batches over 1, 4 and 8 threads. Items/s and the ratio to
-   one piece; every run builds the same version from an empty response cache.
+   flow mapping 64-item batches over 1, 4 and 8 threads, and over 8 threads under a global
+   concurrency limit of 4 slots. Items/s and the ratio to one piece; every run builds the same
+   version from an empty response cache.
 2. CPU stage: embeddings of the small demo (2 cores here) in one piece, on 2 threads and on a
    local Dask cluster of 2 processes (when prefect-dask is installed).
 
@@ -18,7 +19,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +31,10 @@ sys.path.insert(0, str(REPO))
 
 from neggen_core.config import NeggenConfig, load_config  # noqa: E402
 from neggen_core.stages import STAGE_ORDER, open_store, run_stage  # noqa: E402
-from tests.standin_server import MODEL, wait_until_healthy  # noqa: E402
+from tests.standin_server import MODEL, standin_process  # noqa: E402
 
 OFFICE = REPO / "configs" / "office.yaml"
+LIMIT = "bench-llm"  # a global concurrency limit of 4 slots
 DEMO = ("llm.zero_shot=false", "negatives.per_item=4", "embeddings.batch_size=128")
 
 
@@ -57,17 +58,16 @@ def _timed_flow(config_path: str | None, overrides: list[str], stage: str) -> fl
     return time.perf_counter() - started
 
 
+def _create_limit(name: str, slots: int) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
 def bench_llm(tmp: Path, latency: float, concurrency: int) -> dict[str, Any]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin_server", "--latency", str(latency)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
-        wait_until_healthy(base_url)
+    with standin_process(latency) as base_url:
         llm = [
             "llm.backend=vllm",
             f"llm.vllm.base_url={base_url}",
@@ -82,14 +82,20 @@ def bench_llm(tmp: Path, latency: float, concurrency: int) -> dict[str, Any]:
         count = items.tables["items"].rows
         runs: dict[str, Any] = {}
         versions = set()
-        for label, workers in (
-            ("one_piece", 0),
-            ("threads_1", 1),
-            ("threads_4", 4),
-            ("threads_8", 8),
+        _create_limit(LIMIT, 4)
+        for label, workers, limit in (
+            ("one_piece", 0, None),
+            ("threads_1", 1, None),
+            ("threads_4", 4, None),
+            ("threads_8", 8, None),
+            ("threads_8_limit_4", 8, LIMIT),
         ):
             root = tmp / f"llm-{label}"
-            settings = [*llm, f"orchestration.task_runner.max_workers={max(workers, 1)}"]
+            settings = [
+                *llm,
+                f"orchestration.task_runner.max_workers={max(workers, 1)}",
+                f"orchestration.llm_concurrency_limit={limit or 'bench-none'}",
+            ]
             path, config = _config(root, settings)
             _prebuilt(base, root, config, ("ingest",))
             if workers == 0:
@@ -105,9 +111,6 @@ def bench_llm(tmp: Path, latency: float, concurrency: int) -> dict[str, Any]:
                 "seconds": round(seconds, 2),
                 "items_per_second": round(count / seconds, 1),
             }
-    finally:
-        server.terminate()
-        server.wait()
     one = runs["one_piece"]["seconds"]
     for figures in runs.values():
         figures["speedup_vs_one_piece"] = round(one / figures["seconds"], 2)

@@ -141,42 +141,50 @@ def spec_of(stage: str | StageSpec) -> StageSpec:
     return STAGES[stage] if isinstance(stage, str) else stage
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What a stage's version is made of, computed once (ingest fingerprints its input files)."""
+
+    section: dict[str, Any]
+    upstream: dict[str, str]
+    version: str
+
+
+def _inputs(config: NeggenConfig, spec: StageSpec, upstream: Mapping[str, ArtifactRef]) -> _Inputs:
+    section = spec.version_config(config)
+    versions = {name: upstream[name].version for name in spec.upstream}
+    return _Inputs(
+        section, versions, compute_version(spec.name, spec.schema_version, section, versions)
+    )
+
+
 def stage_version(
     config: NeggenConfig, stage: str | StageSpec, upstream: Mapping[str, ArtifactRef]
 ) -> str:
     """The version of `stage` built from these upstream artifacts under this config."""
-    spec = spec_of(stage)
-    return compute_version(
-        spec.name,
-        spec.schema_version,
-        spec.version_config(config),
-        {name: upstream[name].version for name in spec.upstream},
-    )
+    return _inputs(config, spec_of(stage), upstream).version
 
 
-def _writer(
-    config: NeggenConfig,
-    spec: StageSpec,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    version: str,
-) -> ArtifactWriter:
+def _writer(spec: StageSpec, store: ArtifactStore, inputs: _Inputs) -> ArtifactWriter:
     return store.writer(
         spec.name,
-        version,
+        inputs.version,
         schemas=spec.tables,
         schema_version=spec.schema_version,
-        config=spec.version_config(config),
-        upstream={name: upstream[name].version for name in spec.upstream},
+        config=inputs.section,
+        upstream=inputs.upstream,
         resume=spec.resumable,
     )
+
+
+# per thread: the sharded job it last used, and what it was made from
+_held = threading.local()
 
 
 def run_stage(
     config: NeggenConfig,
     stage: str | StageSpec,
     upstream: Mapping[str, ArtifactRef],
-    version: str | None = None,
     shard_stats: Sequence[Stats] = (),
 ) -> StageOutcome:
     """Build one stage (a pipeline stage's name, or the spec of another) unless its artifact
@@ -184,14 +192,14 @@ def run_stage(
     `shard_stats` are the counters the shards returned, for its report."""
     spec = spec_of(stage)
     store = open_store(config)
-    version = version or stage_version(config, spec, upstream)
+    inputs = _inputs(config, spec, upstream)
     started = time.perf_counter()
-    if store.exists(spec.name, version):
-        return StageOutcome(store.ref(spec.name, version), skipped=True, seconds=0.0)
-    writer = _writer(config, spec, store, upstream, version)
+    if store.exists(spec.name, inputs.version):
+        return StageOutcome(store.ref(spec.name, inputs.version), skipped=True, seconds=0.0)
+    writer = _writer(spec, store, inputs)
     if spec.job is not None:
         try:
-            job = _held_job(config, spec, upstream, version)
+            job = _held_job(config, spec, upstream, inputs.version)
             built = job.build(writer, range(job.batches))
             info = job.finish(writer, total([*shard_stats, built]))
         finally:
@@ -201,10 +209,6 @@ def run_stage(
         info = spec.build(config, store, upstream, writer)
     ref = writer.commit(info)
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
-
-
-# per thread: the sharded job it last used, and what it was made from
-_held = threading.local()
 
 
 def _held_job(
@@ -231,11 +235,11 @@ def pending_shards(
     `shards` of them in all; none when its artifact exists."""
     spec = spec_of(stage)
     store = open_store(config)
-    version = stage_version(config, spec, upstream)
-    if store.exists(spec.name, version):
+    inputs = _inputs(config, spec, upstream)
+    if store.exists(spec.name, inputs.version):
         return []
-    job = _held_job(config, spec, upstream, version)
-    return pending(job, _writer(config, spec, store, upstream, version), shards)
+    job = _held_job(config, spec, upstream, inputs.version)
+    return pending(job, _writer(spec, store, inputs), shards)
 
 
 def build_shard(
@@ -247,10 +251,9 @@ def build_shard(
     """Build the batches `numbers` of a sharded stage (those not written yet) into its staging
     folder; the counters of the work done."""
     spec = spec_of(stage)
-    store = open_store(config)
-    version = stage_version(config, spec, upstream)
-    job = _held_job(config, spec, upstream, version)
-    return job.build(writer=_writer(config, spec, store, upstream, version), numbers=numbers)
+    inputs = _inputs(config, spec, upstream)
+    job = _held_job(config, spec, upstream, inputs.version)
+    return job.build(_writer(spec, open_store(config), inputs), numbers)
 
 
 def next_negatives_round(config: NeggenConfig) -> int:

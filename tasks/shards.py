@@ -20,7 +20,7 @@ from neggen_core.config import NeggenConfig, TaskRunnerConfig
 from neggen_core.errors import ConfigError
 from neggen_core.sharding import Stats
 from neggen_core.stages import build_shard, pending_shards
-from tasks.stage_run import llm_slot, progress_listener
+from tasks.stage_run import llm_limit, llm_slot, progress_listener
 
 
 def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
@@ -67,9 +67,11 @@ def shard(
     upstream: Mapping[str, ArtifactRef],
     first: int,
     stop: int,
+    limit: str | None = None,
 ) -> Stats:
-    """Build batches first..stop-1 of `stage` (those not written yet) into its staging folder."""
-    with llm_slot(config, stage):
+    """Build batches first..stop-1 of `stage` (those not written yet) into its staging folder,
+    holding a slot of the global concurrency limit `limit` (when there is one)."""
+    with llm_slot(limit):
         return build_shard(config, stage, upstream, range(first, stop))
 
 
@@ -114,6 +116,7 @@ class ShardMap:
                 "upstream": unmapped(dict(upstream)),
                 "first": [first for first, _ in shards],
                 "stop": [stop for _, stop in shards],
+                "limit": unmapped(llm_limit(config, stage)),
             },
         )
         report = progress_listener(stage, "shards")

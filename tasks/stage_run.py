@@ -18,8 +18,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import CachePolicy
+from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectNotFound
 
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
@@ -79,13 +81,32 @@ def progress_listener(stage: str, unit: str) -> progress.Listener:
     return update
 
 
-def llm_slot(config: NeggenConfig, stage: str) -> AbstractContextManager[object]:
-    """One slot of the LLM server's global concurrency limit while an LLM stage talks to it
-    (with no limit of that name Prefect does not wait; `prefect gcl create neggen-llm --limit N`
-    sets one)."""
-    if stage in LLM_STAGES and config.llm.backend == "vllm":
-        return concurrency(config.orchestration.llm_concurrency_limit)
-    return nullcontext()
+def llm_limit(config: NeggenConfig, stage: str) -> str | None:
+    """The global concurrency limit `stage` holds a slot of while it talks to the LLM server: for
+    an LLM stage on the vLLM backend, `orchestration.llm_concurrency_limit` when the Prefect API
+    has it. None otherwise, with a warning when it is missing (asking for a slot of a missing
+    limit would cost each shard a round trip to the API for nothing)."""
+    if stage not in LLM_STAGES or config.llm.backend != "vllm":
+        return None
+    name = config.orchestration.llm_concurrency_limit
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            get_run_logger().warning(
+                "%s: no global concurrency limit %r, so its requests are not capped across "
+                "shards and flow runs (`prefect gcl create %s --limit N` sets one)",
+                stage,
+                name,
+                name,
+            )
+            return None
+    return name
+
+
+def llm_slot(limit: str | None) -> AbstractContextManager[object]:
+    """One slot of `limit` (a global concurrency limit) while held; nothing when None."""
+    return concurrency(limit) if limit else nullcontext()
 
 
 def run_logged(
@@ -101,7 +122,7 @@ def run_logged(
     with ExitStack() as stack:
         if name in PROGRESS_STAGES:
             stack.enter_context(progress.listening(progress_listener(name, "batches")))
-        stack.enter_context(llm_slot(config, name))
+        stack.enter_context(llm_slot(llm_limit(config, name)))
         outcome = run_stage(config, stage, upstream, shard_stats=shard_stats)
     manifest = open_store(config).manifest(name, outcome.ref.version)
     if outcome.skipped:

@@ -17,12 +17,17 @@ import hashlib
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 MODEL = "standin/vl-model"
@@ -338,6 +343,26 @@ def wait_until_healthy(base_url: str, seconds: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.02)
+
+
+@contextmanager
+def standin_process(latency: float) -> Iterator[str]:
+    """The server in its own process (no GIL shared with the client), answering after `latency`
+    seconds; yields its base URL."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.standin_server", "--latency", str(latency)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
+        wait_until_healthy(base_url)
+        yield base_url
+    finally:
+        server.terminate()
+        server.wait()
 
 
 class StandIn:

@@ -163,16 +163,38 @@ def test_llm_shards_hold_the_global_concurrency_limit(tmp_path: Path) -> None:
     assert peaks[1] <= 2 < peaks[3], peaks
 
 
-@pytest.mark.skipif(importlib.util.find_spec("prefect_dask") is None, reason="needs the dask extra")
-def test_shards_on_a_dask_cluster_build_what_one_task_builds(
-    tmp_path: Path, whole: dict[str, ArtifactRef]
+def _installed(kind: str) -> bool:
+    return importlib.util.find_spec(f"prefect_{kind}") is not None
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "dask", marks=pytest.mark.skipif(not _installed("dask"), reason="the dask extra")
+        ),
+        # Ray is not in the dev extra (a 70 MB wheel and a cluster start): pip install '.[ray]'
+        # and run with -m slow
+        pytest.param(
+            "ray",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(not _installed("ray"), reason="the ray extra"),
+            ],
+        ),
+    ],
+)
+def test_shards_on_a_local_cluster_build_what_one_task_builds(
+    kind: str, tmp_path: Path, whole: dict[str, ArtifactRef]
 ) -> None:
     root = tmp_path / "artifacts"
     state = _run(
         root,
         "negatives",
-        "orchestration.task_runner.kind=dask",
+        f"orchestration.task_runner.kind={kind}",
         "orchestration.task_runner.max_workers=2",
     )
     assert state.is_completed(), state
     _assert_same(root, whole, ("attributes", "negatives"))
+    names, _ = _task_runs_and_progress(state.state_details.flow_run_id)
+    assert len([n for n in names if n.startswith("negatives-shard-")]) == 3, names
