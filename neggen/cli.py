@@ -169,8 +169,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Without PREFECT_API_URL, Prefect starts a temporary server, which on a fresh PREFECT_HOME first
+# migrates its database: Prefect's 20 s wait for it is too short on a busy 2-core machine.
+EPHEMERAL_STARTUP_SECONDS = "180"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # read by Prefect when it is first imported, in the command's handler
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS
+    )
     handlers = {
         "run": _run,
         "compare": _compare,
