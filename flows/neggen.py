@@ -16,6 +16,7 @@ from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.negatives import negatives
 from tasks.shards import ShardMap
+from tasks.stage_run import llm_limit
 from tasks.train import train
 
 # the stages mapped over item shards before their own task finishes them, in pipeline order
@@ -55,9 +56,9 @@ def neggen(
         for stage, sharded_task in SHARDED.items():
             if stage in selected:
                 refs = upstream(*STAGES[stage].upstream)
-                built[stage] = sharded_task(
-                    config, **refs, shard_stats=shards.build(config, stage, refs)
-                )
+                limit = llm_limit(config, stage)  # checked once: the shards and the finish
+                stats = shards.build(config, stage, refs, limit)
+                built[stage] = sharded_task(config, **refs, shard_stats=stats, limit=limit)
     if "train" in selected:
         built["train"] = train(config, **upstream("ingest", "embeddings"))
     if "evaluate" in selected:

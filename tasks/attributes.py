@@ -14,8 +14,12 @@ from tasks.stage_run import ArtifactVersion, run_logged
 
 @task(name="attributes", cache_policy=ArtifactVersion(stage="attributes"))
 def attributes(
-    config: NeggenConfig, ingest: ArtifactRef, shard_stats: Sequence[Stats] = ()
+    config: NeggenConfig,
+    ingest: ArtifactRef,
+    shard_stats: Sequence[Stats] = (),
+    limit: str | None = None,
 ) -> ArtifactRef:
     """Items -> attributes (with key features), descriptions, key_features, report; after its
-    shards (`shard_stats`: what they counted), the batches left and the key features."""
-    return run_logged(config, "attributes", {"ingest": ingest}, shard_stats)
+    shards (`shard_stats`: what they counted), the batches left and the key features, holding a
+    slot of the LLM server's global concurrency limit `limit` (when there is one)."""
+    return run_logged(config, "attributes", {"ingest": ingest}, shard_stats, limit)

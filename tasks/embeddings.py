@@ -19,7 +19,8 @@ def embeddings(
     attributes: ArtifactRef,
     negatives: ArtifactRef,
     shard_stats: Sequence[Stats] = (),
+    limit: str | None = None,
 ) -> ArtifactRef:
     """Items + negatives -> text vectors, image features, a FAISS index, near-duplicate flags."""
     upstream = {"ingest": ingest, "attributes": attributes, "negatives": negatives}
-    return run_logged(config, "embeddings", upstream, shard_stats)
+    return run_logged(config, "embeddings", upstream, shard_stats, limit)

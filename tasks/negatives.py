@@ -18,7 +18,8 @@ def negatives(
     ingest: ArtifactRef,
     attributes: ArtifactRef,
     shard_stats: Sequence[Stats] = (),
+    limit: str | None = None,
 ) -> ArtifactRef:
     """Positives + attributes -> negatives (checked, with status and reason) and a report."""
     upstream = {"ingest": ingest, "attributes": attributes}
-    return run_logged(config, "negatives", upstream, shard_stats)
+    return run_logged(config, "negatives", upstream, shard_stats, limit)

@@ -20,7 +20,7 @@ from neggen_core.config import NeggenConfig, TaskRunnerConfig
 from neggen_core.errors import ConfigError
 from neggen_core.sharding import Stats
 from neggen_core.stages import build_shard, pending_shards
-from tasks.stage_run import llm_limit, llm_slot, progress_listener
+from tasks.stage_run import llm_slot, progress_listener
 
 
 def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
@@ -101,10 +101,14 @@ class ShardMap:
         return self._runner
 
     def build(
-        self, config: NeggenConfig, stage: str, upstream: Mapping[str, ArtifactRef]
+        self,
+        config: NeggenConfig,
+        stage: str,
+        upstream: Mapping[str, ArtifactRef],
+        limit: str | None = None,
     ) -> list[Stats]:
-        """Build the pending shards of `stage`; the counters each returned (none when the stage
-        is built or has nothing left to build)."""
+        """Build the pending shards of `stage`, each holding a slot of `limit` (when there is
+        one); the counters each returned (none when the stage is built or has nothing left)."""
         shards = plan(config, stage, upstream)
         if not shards:
             return []
@@ -116,7 +120,7 @@ class ShardMap:
                 "upstream": unmapped(dict(upstream)),
                 "first": [first for first, _ in shards],
                 "stop": [stop for _, stop in shards],
-                "limit": unmapped(llm_limit(config, stage)),
+                "limit": unmapped(limit),
             },
         )
         report = progress_listener(stage, "shards")

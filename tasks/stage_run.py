@@ -114,15 +114,17 @@ def run_logged(
     stage: str | StageSpec,
     upstream: Mapping[str, ArtifactRef],
     shard_stats: Sequence[Stats] = (),
+    limit: str | None = None,
 ) -> ArtifactRef:
-    """Run (or skip, or finish after its shards) one stage, say which in the run log, and leave
-    a table artifact of its tables (rows and Parquet paths)."""
+    """Run (or skip, or finish after its shards) one stage, holding a slot of the global
+    concurrency limit `limit` (when there is one), say which in the run log, and leave a table
+    artifact of its tables (rows and Parquet paths)."""
     logger = get_run_logger()
     name = spec_of(stage).name
     with ExitStack() as stack:
         if name in PROGRESS_STAGES:
             stack.enter_context(progress.listening(progress_listener(name, "batches")))
-        stack.enter_context(llm_slot(llm_limit(config, name)))
+        stack.enter_context(llm_slot(limit))
         outcome = run_stage(config, stage, upstream, shard_stats=shard_stats)
     manifest = open_store(config).manifest(name, outcome.ref.version)
     if outcome.skipped:
