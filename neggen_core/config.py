@@ -135,6 +135,12 @@ class NegativesConfig(StrictModel):
     per_user: bool = Field(
         False, description="Negatives per (user, train item) instead of per item (small data)."
     )
+    controls: bool = Field(
+        True,
+        description="Also write as many control negatives per unit, each changing attributes "
+        "that are not key features (kind `control`): the negatives of neggen compare's "
+        "random_intervention control. Off halves the negatives' LLM requests and encoding.",
+    )
     batch_size: int = Field(512, ge=1, description="Items (or pairs) per part file.")
     seed: int = Field(0, description="Base seed; each round derives its own.")
 
@@ -170,6 +176,11 @@ class DnsConfig(StrictModel):
 
 class MixGcfConfig(StrictModel):
     pool: int = Field(32, ge=1, description="Uniform candidates mixed with the positive per hop.")
+    hop_scoring: Literal["pooled", "per_hop"] = Field(
+        "pooled",
+        description="Which user embedding scores a hop's mixed candidates: pooled (the final "
+        "one, as the official implementation) or per_hop (that hop's).",
+    )
 
 
 class AhnsConfig(StrictModel):
@@ -185,7 +196,7 @@ class SamplersConfig(StrictModel):
     ahns: AhnsConfig = Field(default_factory=AhnsConfig)
 
 
-NegGenAblation = Literal["none", "no_causal", "no_alignment", "real_only"]
+NegGenAblation = Literal["none", "no_causal", "no_alignment", "real_only", "random_intervention"]
 
 
 class NegGenConfig(StrictModel):
@@ -193,6 +204,12 @@ class NegGenConfig(StrictModel):
         0.4, ge=0, description="lambda: weight of the key-feature effect in the score."
     )
     alignment_weight: float = Field(0.01, ge=0, description="alpha: weight of the alignment loss.")
+    effect_max_norm: float = Field(
+        1.0,
+        gt=0,
+        description="kappa: cap on the norm of an item's content k and of a "
+        "key-feature effect c (the bound of the content term).",
+    )
     temperature: float = Field(0.2, gt=0, description="tau: temperature of the alignment loss.")
     generated_weight: float = Field(
         1.0, ge=0, description="Weight of the BPR of positives against generated negatives."
@@ -200,7 +217,9 @@ class NegGenConfig(StrictModel):
     ablation: NegGenAblation = Field(
         "none",
         description="none | no_causal (generated negatives as plain feature-space negatives) | "
-        "no_alignment | real_only (content features, real negatives only).",
+        "no_alignment | real_only (content features, real negatives only) | "
+        "random_intervention (the control negatives instead, which change attributes that are "
+        "not key features; needs negatives.controls).",
     )
     skip_possible_false_negatives: bool = Field(
         True, description="Leave out negatives flagged as possible false negatives."
@@ -295,6 +314,7 @@ class OrchestrationConfig(StrictModel):
 
 
 def _default_methods() -> dict[str, tuple[str, ...]]:
+    controls = ("neggen[real_only]", "neggen[random_intervention]")
     return {
         "lightgcn": (
             "rns",
@@ -304,23 +324,21 @@ def _default_methods() -> dict[str, tuple[str, ...]]:
             "neggen",
             "neggen[no_causal]",
             "neggen[no_alignment]",
-            "neggen[real_only]",
+            *controls,
         ),
-        "mf": ("rns", "neggen"),
+        "mf": ("rns", "dns", "neggen", *controls),
     }
 
 
 def _default_grid() -> dict[str, dict[str, tuple[Any, ...]]]:
     return {
         "neggen": {
-            "train.neggen.effect_weight": (0.1, 0.4),
-            "train.neggen.alignment_weight": (0.01, 0.1),
-            "train.neggen.temperature": (0.2, 1.0),
-            "train.sampler": ("rns", "dns"),
+            "train.neggen.effect_weight": (0.4, 1.0),
+            "train.neggen.generated_weight": (0.25, 1.0),
         },
-        "dns": {"train.samplers.dns.pool": (8, 32)},
-        "mixgcf": {"train.samplers.mixgcf.pool": (8, 32)},
-        "ahns": {"train.samplers.ahns.beta": (0.1, 1.0)},
+        "dns": {"train.samplers.dns.pool": (4, 8, 16, 32)},
+        "mixgcf": {"train.samplers.mixgcf.pool": (4, 8, 16, 32)},
+        "ahns": {"train.samplers.ahns.beta": (0.1, 1.0), "train.samplers.ahns.p": (-2.0, -1.0)},
     }
 
 
@@ -340,11 +358,17 @@ class CompareConfig(StrictModel):
         "or neggen, neggen[ablation].",
     )
     seeds: int = Field(3, ge=1, description="Seeds per method: train.seed, train.seed + 1, ...")
+    budget: int = Field(
+        4,
+        ge=1,
+        description="Search points per method, the same for every method: its whole grid when "
+        "that has no more, else a seeded random sample of this many.",
+    )
     grid: dict[str, dict[str, tuple[Any, ...]]] = Field(
         default_factory=_default_grid,
-        description="Per method, config keys and their values; every combination is trained "
-        "with the first seed and the best on valid Recall@20 is kept. neggen's choice also "
-        "holds for its ablations.",
+        description="Per method, config keys and their values (the grid of its search; "
+        "neggen's also serves its ablations, each searched on its own); each point is trained "
+        "with the first seed and the best on valid Recall@20 is kept.",
     )
     grid_backbones: tuple[str, ...] | None = Field(
         None,

@@ -1,22 +1,30 @@
-"""What `neggen compare` trains: methods x seeds, after a grid searched on valid only.
+"""What `neggen compare` trains: methods x seeds, after a search of equal budget on valid only.
 
 A method is a backbone and a name: a real-negative sampler (`lightgcn` + `dns`) or NegGen on
-that backbone (`neggen`, `neggen[no_causal]`, ...). Each run is an ordinary train + evaluate
+that backbone (`neggen`, `neggen[real_only]`, ...). Each run is an ordinary train + evaluate
 pair of artifacts under a derived config, so a run already built (by an earlier comparison or by
 `neggen run`) is reused, and a killed comparison resumes where it stopped.
 
-1. Grid: every combination of `compare.grid[name]` is trained with the first seed; the one with
-   the best valid Recall@20 is chosen (ties: the first in grid order). NegGen's ablations take
-   NegGen's choice on the same backbone, so that they differ from it only in the ablation; a
-   backbone left out of `compare.grid_backbones` takes the choice made on a listed one.
-2. Seeds: every method with its chosen values and `compare.seeds` seeds (`train.seed + i`); the
-   first seed's run is the grid's own.
+1. Search, the same budget for every method: a method's points are its whole grid
+   (`compare.grid[name]`, every combination) when it has at most `compare.budget` of them, else
+   a seeded random sample of `budget` points, kept in grid order (the same sample for NegGen and
+   each of its ablations). Each point is trained with the first seed; the best valid Recall@20
+   is chosen (ties: the first in grid order). NegGen's ablations are searched as NegGen is, each
+   on its own: a control tuned less than the method it controls would flatter the method.
+2. NegGen's real negatives: the baselines are searched first; NegGen and its ablations then
+   take the sampler (among rns, dns, ahns) whose baseline on the same backbone did best on
+   valid, with that baseline's chosen values (a NegGen grid that varies them overrides them).
+3. A backbone left out of `compare.grid_backbones` takes every choice made on the first listed
+   backbone that runs the method.
+4. Seeds: every method with its chosen values and `compare.seeds` seeds (`train.seed + i`); the
+   first seed's run is the search's own.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -24,7 +32,13 @@ from typing import Any, get_args
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NegGenAblation, NeggenConfig, with_settings
 from neggen_core.errors import ArtifactError, ConfigError
-from neggen_core.models.registry import BACKBONES, SAMPLERS, check_names, method_name
+from neggen_core.models.registry import (
+    BACKBONES,
+    NEGGEN_SAMPLERS,
+    SAMPLERS,
+    check_names,
+    method_name,
+)
 from neggen_core.stages import open_store, plan_versions
 from neggen_core.training.trainer import SELECTION_METRIC
 
@@ -90,14 +104,20 @@ class RunArtifacts:
     evaluate: ArtifactRef
 
 
+Params = tuple[tuple[str, Any], ...]
+
+
 @dataclass
 class Plan:
-    """The grid runs of every method, what was chosen, and the final runs."""
+    """The search runs of every searched method, their valid scores, what was chosen, and the
+    sampler settings NegGen took from a baseline."""
 
     methods: tuple[Method, ...]
     seeds: tuple[int, ...]
     grid: dict[Method, list[Run]] = field(default_factory=dict)
-    chosen: dict[Method, tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    valid: dict[Run, float] = field(default_factory=dict)
+    chosen: dict[Method, Params] = field(default_factory=dict)
+    inherited: dict[Method, Params] = field(default_factory=dict)
 
     def final_runs(self) -> list[Run]:
         return [Run(m, seed, self.chosen[m]) for m in self.methods for seed in self.seeds]
@@ -168,11 +188,23 @@ def comparison_config(
     return config
 
 
-def grid_points(config: NeggenConfig, method: Method) -> list[tuple[tuple[str, Any], ...]]:
+def grid_points(config: NeggenConfig, method: Method) -> list[Params]:
     """Every combination of the method's grid, in grid order (one empty point without a grid)."""
     grid = config.compare.grid.get(method.base, {})
     keys = list(grid)
     return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def search_points(config: NeggenConfig, method: Method) -> list[Params]:
+    """The points a method is tuned with: its whole grid when it has at most `compare.budget`
+    points, else a random sample of that many seeded by `train.seed` and the method's name
+    without its ablation, in grid order."""
+    points = grid_points(config, method)
+    budget = config.compare.budget
+    if len(points) <= budget:
+        return points
+    rng = random.Random(f"{config.train.seed}:{method.base}")
+    return [points[i] for i in sorted(rng.sample(range(len(points)), budget))]
 
 
 def seeds(config: NeggenConfig) -> tuple[int, ...]:
@@ -195,9 +227,14 @@ def check(config: NeggenConfig) -> Plan:
                     f"compare.grid.{base}: {key} is not a train setting; a grid varies train.* "
                     "keys only (the compared runs share every other stage)"
                 )
+    controlled = [m for m in plan.methods if m.ablation == "random_intervention"]
+    if controlled and not config.negatives.controls:
+        raise ConfigError(
+            f"compare.methods.{controlled[0].backbone}: {controlled[0].name} trains on control "
+            "negatives; set negatives.controls: true (or leave the method out)"
+        )
     for method in plan.methods:
-        grid_method = Method(method.backbone, method.base)
-        for point in grid_points(config, grid_method):
+        for point in grid_points(config, method):
             check_names(Run(method, plan.seeds[0], point).config(config).train)
     return plan
 
@@ -227,39 +264,62 @@ def valid_score(store: ArtifactStore, built: RunArtifacts) -> float:
 
 
 def grid_source(config: NeggenConfig, methods: tuple[Method, ...], method: Method) -> Method:
-    """The method whose grid decides `method`'s values: its own name without the ablation, on
-    its backbone, or on the first of `compare.grid_backbones` that runs it when its backbone is
-    not listed there."""
+    """The method whose search decides `method`'s values: itself, or the same method on the
+    first of `compare.grid_backbones` that runs it when its backbone is not listed there."""
     listed = config.compare.grid_backbones
     if listed is not None and method.backbone not in listed:
         for backbone in listed:
-            if any(m.backbone == backbone and m.base == method.base for m in methods):
-                return Method(backbone, method.base)
-    return Method(method.backbone, method.base)
+            if Method(backbone, method.name) in methods:
+                return Method(backbone, method.name)
+    return method
+
+
+def merged(*params: Params) -> Params:
+    """Settings in order, a later value of a key replacing an earlier one."""
+    out: dict[str, Any] = {}
+    for part in params:
+        out.update(part)
+    return tuple(out.items())
 
 
 def resolve(
     config: NeggenConfig, train_and_evaluate: Callable[[RunArtifacts], None] | None = None
 ) -> Plan:
-    """Search the grids and fill in the chosen values.
+    """Search every method (baselines first) and fill in the chosen values.
 
-    With `train_and_evaluate`, every grid run is built through it first (a built one is
+    With `train_and_evaluate`, every search run is built through it first (a built one is
     skipped by the stage machinery); without, they must exist already."""
     plan = check(config)
     store = open_store(config)
 
-    def search(grid_method: Method) -> None:
-        runs = [Run(grid_method, plan.seeds[0], p) for p in grid_points(config, grid_method)]
-        scores = {}
+    def neggen_sampler(method: Method) -> Params:
+        """The best searched baseline on the backbone that NegGen can take, with its values."""
+        candidates = [
+            m
+            for m in plan.grid
+            if m.backbone == method.backbone and not m.is_neggen and m.name in NEGGEN_SAMPLERS
+        ]
+        if not candidates:
+            return ()
+        best = max(candidates, key=lambda m: plan.valid[Run(m, plan.seeds[0], plan.chosen[m])])
+        return (("train.sampler", best.name), *plan.chosen[best])
+
+    def search(method: Method) -> None:
+        base = neggen_sampler(method) if method.is_neggen else ()
+        plan.inherited[method] = base
+        runs = [
+            Run(method, plan.seeds[0], merged(base, point))
+            for point in search_points(config, method)
+        ]
         for run in runs:
             built = artifacts(config, run)
             if train_and_evaluate is not None:
                 train_and_evaluate(built)
-            scores[run] = valid_score(store, built)
-        plan.grid[grid_method] = runs
-        plan.chosen[grid_method] = max(runs, key=lambda r: scores[r]).params  # first of ties
+            plan.valid[run] = valid_score(store, built)
+        plan.grid[method] = runs
+        plan.chosen[method] = max(runs, key=lambda r: plan.valid[r]).params  # first of ties
 
-    for method in plan.methods:
+    for method in sorted(plan.methods, key=lambda m: m.is_neggen):  # stable: baselines first
         source = grid_source(config, plan.methods, method)
         if source not in plan.chosen:
             search(source)

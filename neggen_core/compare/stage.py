@@ -14,6 +14,7 @@ and the figures as PNG.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,17 +33,19 @@ from neggen_core.artifacts.schemas import (
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.compare import plan as planning
 from neggen_core.compare.report import Comparison, render
-from neggen_core.compare.stats import PairedTest, paired_test
+from neggen_core.compare.stats import PairedTest, holm, paired_test
 from neggen_core.config import NeggenConfig
 from neggen_core.embeddings.stage import gather_inputs
 from neggen_core.evaluation import stage as evaluate_stage
+from neggen_core.provenance import software
 from neggen_core.stages import StageSpec
 from neggen_core.training import stage as train_stage
 
 SCHEMA_VERSION = 1
-REPORT_VERSION = 2  # bump when the report's content changes for the same runs
+REPORT_VERSION = 3  # bump when the report's content changes for the same runs
 TABLES = {"comparison": COMPARISON, "summary": SUMMARY, "grid": GRID, "curves": CURVES}
 SIGNIFICANCE_METRICS = (("recall", 20), ("ndcg", 20))
+CONTROLS = ("real_only", "random_intervention")
 DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
 
 
@@ -114,38 +117,46 @@ def _significance(
     final: list[planning.RunArtifacts],
     summary: pl.DataFrame,
 ) -> list[PairedTest]:
-    """Every NegGen method (not its ablations) against the best baseline on test Recall@20."""
-    by_label: dict[str, list[planning.RunArtifacts]] = {}
+    """Per backbone, NegGen against (a) the baseline of that backbone with the best valid
+    Recall@20 (mean over seeds; nothing is chosen on test), (b) its `real_only` control and
+    (c) its `random_intervention` control, on test Recall@20 and NDCG@20, each paired over the
+    test users; the p-values adjusted with Holm over the whole family."""
+    runs: dict[planning.Method, list[planning.RunArtifacts]] = {}
     for built in final:
-        by_label.setdefault(built.label, []).append(built)
-    test_r20 = summary.filter(
-        (pl.col("split") == "test") & (pl.col("metric") == "recall") & (pl.col("k") == 20)
+        runs.setdefault(built.run.method, []).append(built)
+    valid = dict(
+        summary.filter(
+            (pl.col("split") == "valid") & (pl.col("metric") == "recall") & (pl.col("k") == 20)
+        )
+        .select("method", "mean")
+        .iter_rows()
     )
-    is_baseline = {b.label: not b.run.method.is_neggen for b in final}
-    baselines = test_r20.filter(pl.col("method").replace_strict(is_baseline)).sort(
-        "mean", descending=True, maintain_order=True
-    )
-    if baselines.is_empty():
-        return []
-    best = baselines["method"][0]
     tests = []
-    for label, runs in by_label.items():
-        method = runs[0].run.method
+    for method, built in runs.items():
         if not method.is_neggen or method.ablation != "none":
             continue
-        for metric, k in SIGNIFICANCE_METRICS:
-            tests.append(
-                paired_test(
-                    _user_values(store, runs, metric, k),
-                    _user_values(store, by_label[best], metric, k),
-                    method=label,
-                    baseline=best,
+        baselines = [m for m in runs if m.backbone == method.backbone and not m.is_neggen]
+        against = []
+        if baselines:
+            best = max(baselines, key=lambda m: valid[runs[m][0].label])  # first of ties
+            against.append(("best baseline", best))
+        for control in CONTROLS:
+            if (other := planning.Method(method.backbone, f"neggen[{control}]")) in runs:
+                against.append((control, other))
+        for role, other in against:
+            for metric, k in SIGNIFICANCE_METRICS:
+                test = paired_test(
+                    _user_values(store, built, metric, k),
+                    _user_values(store, runs[other], metric, k),
+                    method=built[0].label,
+                    baseline=runs[other][0].label,
                     metric=f"{metric}@{k}",
                     resamples=config.compare.resamples,
                     seed=config.train.seed,
                 )
-            )
-    return tests
+                tests.append(replace(test, role=role))
+    adjusted = holm([t.p_value for t in tests])
+    return [replace(t, p_holm=p) for t, p in zip(tests, adjusted, strict=True)]
 
 
 def _grid_frame(store: ArtifactStore, config: NeggenConfig, plan: planning.Plan) -> pl.DataFrame:
@@ -166,6 +177,24 @@ def _grid_frame(store: ArtifactStore, config: NeggenConfig, plan: planning.Plan)
                 }
             )
     return pl.DataFrame(rows, schema=pl.Schema(GRID), orient="row")
+
+
+def _search_rows(config: NeggenConfig, plan: planning.Plan) -> list[dict[str, Any]]:
+    """Per searched method: points trained, the size of its grid, whose sampler it took."""
+    rows = []
+    for method, runs in plan.grid.items():
+        inherited = dict(plan.inherited.get(method, ()))
+        sampler = inherited.get("train.sampler")
+        rows.append(
+            {
+                "method": planning.artifacts(config, runs[0]).label,
+                "backbone": method.backbone,
+                "points": len(runs),
+                "grid_points": len(planning.grid_points(config, method)),
+                "sampler_from": f"{method.backbone}+{sampler}" if sampler else None,
+            }
+        )
+    return rows
 
 
 def build(
@@ -192,17 +221,21 @@ def build(
     ):
         writer.write_table(name, frame)
 
+    negatives = store.read_frame(upstream["negatives"], "negatives", NEGATIVES)
     comparison_view = Comparison(
         config=config,
+        comparison=comparison,
         summary=summary,
         grid=grid,
         curves=curves,
         tests=tests,
         chosen={f"{m.backbone}:{m.name}": dict(params) for m, params in plan.chosen.items()},
+        search=_search_rows(config, plan),
         upstream={name: store.read_json(ref, "report.json") for name, ref in upstream.items()},
-        negatives=store.read_frame(upstream["negatives"], "negatives", NEGATIVES),
+        negatives=negatives.filter(pl.col("kind") == "key"),
         items=gather_inputs(store, upstream).items,
         versions={name: ref.version for name, ref in upstream.items()},
+        software=software(),
     )
     files = render(comparison_view)
     for name, data in files.items():
@@ -214,9 +247,19 @@ def build(
             "methods": summary["method"].unique(maintain_order=True).to_list(),
             "seeds": planning.seeds(config),
             "test": comparison_view.table("test"),
+            "per_seed": {
+                method: {
+                    f"{metric}@20": dict(comparison_view.per_seed(method, metric, 20))
+                    for metric in ("recall", "ndcg")
+                }
+                for method in comparison_view.methods()
+            },
+            "budget": config.compare.budget,
+            "search": comparison_view.search,
             "chosen": comparison_view.chosen,
             "significance": [t.as_dict() for t in tests],
             "verdict": verdict,
+            "software": comparison_view.software,
         },
     )
     return {

@@ -1,4 +1,5 @@
-"""The paired significance test of two methods over the same test users."""
+"""The paired significance test of two methods over the same test users, and Holm's correction
+for a family of such tests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Method A against method B on the same users: mean of A - B, and how sure."""
+    """Method A against method B on the same users: mean of A - B, and how sure. `p_holm` is
+    the p-value adjusted over the family of tests it was reported with (Holm)."""
 
     method: str
     baseline: str
@@ -25,9 +27,23 @@ class PairedTest:
     t: float
     p_value: float
     resamples: int
+    p_holm: float | None = None
+    role: str = ""  # what the baseline is to the method: best baseline, a control
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return asdict(self)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the family-wise error rate is held at the level a test's
+    adjusted p-value is compared with, whatever the dependence between the tests."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def paired_test(

@@ -44,7 +44,7 @@ from neggen_core.encoders.text import TextEncoder, model_fingerprint
 from neggen_core.errors import ArtifactError
 from neggen_core.sharding import Stats, still_to_do
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EMBEDDER_VERSION = 1  # bump when what is embedded, or how, changes
 INDEX_FILE = "items.faiss"
 REPORT = "report.json"
@@ -74,7 +74,7 @@ def text_key(text: str) -> str:
 @dataclass(frozen=True)
 class Inputs:
     """What is embedded: items (item_idx, text, visual, image_uri) and valid negatives
-    (negative_id, item_idx, user_idx, modality, text, visual)."""
+    (negative_id, item_idx, user_idx, kind, modality, text, visual)."""
 
     items: pl.DataFrame
     negatives: pl.DataFrame
@@ -124,6 +124,7 @@ def gather_inputs(store: ArtifactStore, upstream: Mapping[str, ArtifactRef]) -> 
             "negative_id",
             "item_idx",
             "user_idx",
+            "kind",
             "modality",
             "text",
             pl.col("visual_description").alias("visual"),
@@ -297,6 +298,7 @@ class Job:
                     "negative_id": negatives["negative_id"].to_arrow(),
                     "item_idx": negatives["item_idx"].to_arrow(),
                     "user_idx": negatives["user_idx"].to_arrow(),
+                    "kind": negatives["kind"].to_arrow(),
                     "modality": negatives["modality"].to_arrow(),
                     "text_vector": vector_array(neg_text),
                     "visual_vector": vector_array(neg_visual, neg_has_visual),
@@ -324,6 +326,7 @@ class Job:
             },
             "image_failures": image_failures,
             "negatives_embedded": negatives.height,
+            "controls_embedded": int((negatives["kind"] == "control").sum()),
             "negatives_invalid_not_embedded": self.inputs.invalid_negatives,
             "near_duplicates": int(near_duplicate.sum()),
             "possible_false_negatives": int(possible_false_negative.sum()),

@@ -98,7 +98,8 @@ class Backbone(Recommender):
     ) -> BatchEmbeddings:
         """The batch's final embeddings; a (B, M) negative pool is mixed hop by hop (MixGCF:
         each hop's negative is the pool member, mixed with the positive, that scores highest
-        with the user's embedding of that hop)."""
+        against the user's final embedding, as the official implementation does; with
+        `batch.hop_scoring == "per_hop"`, against the user's embedding of that hop)."""
         users = user_layers[:, batch.users]
         positives = item_layers[:, batch.positives]
         if batch.negatives.ndim == 1:
@@ -109,7 +110,8 @@ class Backbone(Recommender):
             pool = item_layers[:, batch.negatives]  # (hops, B, M, d)
             weight = batch.mix.T[:, :, None, None]  # (hops, B, 1, 1)
             mixed = weight * positives[:, :, None, :] + (1 - weight) * pool
-            scores = (users[:, :, None, :] * mixed).sum(-1)  # (hops, B, M)
+            scorer = users if batch.hop_scoring == "per_hop" else users.mean(0, keepdim=True)
+            scores = (scorer[:, :, None, :] * mixed).sum(-1)  # (hops, B, M)
             best = scores.argmax(dim=2)[:, :, None, None].expand(-1, -1, 1, mixed.shape[-1])
             negatives = mixed.gather(2, best).squeeze(2)  # (hops, B, d)
         return BatchEmbeddings(

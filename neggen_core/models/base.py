@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -15,7 +16,8 @@ class Batch:
 
     users, positives: (B,) int64, the train interactions of the batch.
     negatives: (B,) int64 real negatives, or (B, M) a candidate pool that the model mixes with the
-        positive hop by hop (MixGCF); then `mix` holds the (B, hops) mixing weights.
+        positive hop by hop (MixGCF); then `mix` holds the (B, hops) mixing weights and
+        `hop_scoring` says which user embedding scores each hop's mixed candidates.
     generated: (B,) int64 row of a generated negative of each positive, -1 where it has none.
     """
 
@@ -23,6 +25,7 @@ class Batch:
     positives: torch.Tensor
     negatives: torch.Tensor
     mix: torch.Tensor | None = None
+    hop_scoring: Literal["pooled", "per_hop"] = "pooled"
     generated: torch.Tensor | None = None
 
 

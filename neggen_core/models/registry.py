@@ -28,9 +28,10 @@ def _neggen(settings: TrainConfig, data: TrainingData) -> Recommender:
     backbone = _pick(BACKBONES, settings.backbone, "train.backbone")
     if data.features is None:
         raise ConfigError("train.model neggen needs the embeddings stage's features")
-    if settings.sampler == "mixgcf":
+    if settings.sampler not in NEGGEN_SAMPLERS:
         raise ConfigError(
-            "train.sampler mixgcf mixes embeddings, not items; NegGen takes rns, dns or ahns"
+            f"train.sampler {settings.sampler} mixes embeddings, not items; NegGen takes "
+            + ", ".join(NEGGEN_SAMPLERS)
         )
     return NegGen(
         backbone(settings.backbone, settings, data), data.features, settings.neggen, settings.seed
@@ -46,10 +47,13 @@ MODELS: dict[str, Callable[[TrainConfig, TrainingData], Recommender]] = {
     "lightgcn": lambda settings, data: _backbone("lightgcn", settings, data),
     "neggen": _neggen,
 }
+NEGGEN_SAMPLERS = ("rns", "dns", "ahns")  # samplers of real items (MixGCF mixes embeddings)
 SAMPLERS: dict[str, Callable[[TrainConfig, TrainingData], Sampler]] = {
     "rns": lambda settings, data: RNS(data),
     "dns": lambda settings, data: DNS(data, settings.samplers.dns.pool),
-    "mixgcf": lambda settings, data: MixGCF(data, settings.samplers.mixgcf.pool),
+    "mixgcf": lambda settings, data: MixGCF(
+        data, settings.samplers.mixgcf.pool, settings.samplers.mixgcf.hop_scoring
+    ),
     "ahns": lambda settings, data: AHNS(data, settings.samplers.ahns),
 }
 

@@ -3,7 +3,8 @@
 - RNS: uniform over the items the user has not interacted with in train.
 - DNS (Zhang et al., SIGIR 2013): the highest-scored of a uniform candidate pool.
 - MixGCF (Huang et al., KDD 2021): a uniform pool that the model mixes with the positive hop by
-  hop (positive mixing) and picks from per hop (hop mixing); see `Backbone.embed_batch`.
+  hop (positive mixing) and picks from per hop (hop mixing), each hop's candidates scored against
+  the user's final (pooled) embedding as huangtinglin/MixGCF does; see `Backbone.embed_batch`.
 - AHNS (Lai et al., AAAI 2024): the candidate whose score is nearest to the adaptive hardness
   target beta * (s_pos + alpha)^(p + 1): a harder negative for a lower-scored positive.
 
@@ -14,7 +15,7 @@ once, redraw only the pairs that hit, until none does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -119,6 +120,7 @@ class AHNS:
 class MixGCF:
     data: TrainingData
     pool: int
+    hop_scoring: Literal["pooled", "per_hop"] = "pooled"
     name: str = "mixgcf"
 
     def sample(
@@ -131,4 +133,5 @@ class MixGCF:
             positives=torch.from_numpy(positives),
             negatives=torch.from_numpy(pool),
             mix=torch.from_numpy(mix),
+            hop_scoring=self.hop_scoring,
         )

@@ -14,7 +14,7 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from neggen_core.llm.lexicon import COLOUR_RGB, rewrite
 from neggen_core.llm.models import (
@@ -38,6 +38,14 @@ class Positive:
     category: str
     attributes: tuple[Attribute, ...]
     visual_description: str | None
+
+
+def as_control(positive: Positive) -> Positive:
+    """The positive as a control generator sees it: the attributes that are not key features
+    marked as the ones to change, its key features as the ones to keep. The same templates then
+    write negatives that change only what does not decide a user's choice."""
+    swapped = tuple(a.model_copy(update={"is_key": not a.is_key}) for a in positive.attributes)
+    return replace(positive, attributes=swapped)
 
 
 def _number(value: str) -> float | None:

@@ -2,7 +2,10 @@
 key features and keep everything else, each checked and kept with its status and reason.
 
 Templates 2 and 3 are answered by the configured backend: the offline generator (`offline.py`)
-or a vLLM server (`vllm.py`).
+or a vLLM server (`vllm.py`). With `negatives.controls`, the same generator also writes as many
+*control* negatives (kind `control`, their own seed), each changing attributes that are not key
+features: the negatives of the `random_intervention` ablation, which asks whether what helps is
+the content of the negatives or only their number. The key negatives do not depend on it.
 
 Batches of items become part files, resumable and shardable as in the attributes stage.
 `negatives.round` is part of the seed and of the version: a new round is a new artifact beside
@@ -27,14 +30,15 @@ from neggen_core.llm.backend import open_backend
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import Attribute
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
-from neggen_core.negatives.offline import OfflineNegatives, Outcome, Positive
+from neggen_core.negatives.offline import OfflineNegatives, Outcome, Positive, as_control
 from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.sharding import Stats, still_to_do
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENERATOR_VERSION = 1  # bump when the offline generator's output changes
 TABLES = {"negatives": NEGATIVES}
 REPORT = "report.json"
+KINDS = ("key", "control")  # control: changes attributes that are not key features
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
@@ -135,25 +139,37 @@ class Job:
         self.batches = -(-len(self.units) // settings.batch_size)
 
     @cached_property
-    def generator(self) -> Generator:
-        settings, seed = self.settings, f"{self.settings.seed}:{self.settings.round}"
+    def generators(self) -> dict[str, Generator]:
+        """The generator of each kind of negative written (key, and control where asked): one
+        backend, a seed of each kind's own."""
+        settings = self.settings
+        kinds = KINDS if settings.controls else KINDS[:1]
+        seeds = {
+            k: f"{settings.seed}:{settings.round}" + ("" if k == "key" else f":{k}") for k in kinds
+        }
         if self.config.llm.backend == "vllm":
-            return VllmNegatives(
-                open_backend(self.config, self.store),
-                settings.per_item,
-                settings.interventions,
-                settings.image_ratio,
-                seed,
-            )
-        level = self.config.attributes.category_level
-        return OfflineNegatives(
-            pools=_pools(self.attributes, item_categories(self.items, level)),
-            brands=_brands(self.items),
-            per_item=settings.per_item,
-            interventions=settings.interventions,
-            image_ratio=settings.image_ratio,
-            seed=seed,
+            backend = open_backend(self.config, self.store)
+            return {
+                kind: VllmNegatives(
+                    backend, settings.per_item, settings.interventions, settings.image_ratio, seed
+                )
+                for kind, seed in seeds.items()
+            }
+        pools = _pools(
+            self.attributes, item_categories(self.items, self.config.attributes.category_level)
         )
+        brands = _brands(self.items)
+        return {
+            kind: OfflineNegatives(
+                pools=pools,
+                brands=brands,
+                per_item=settings.per_item,
+                interventions=settings.interventions,
+                image_ratio=settings.image_ratio,
+                seed=seed,
+            )
+            for kind, seed in seeds.items()
+        }
 
     def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
         todo = still_to_do(writer, self.marker, numbers)
@@ -164,54 +180,76 @@ class Job:
         return {"seconds": time.perf_counter() - started} if todo else {}
 
     def _batch(self, number: int) -> pl.DataFrame:
-        settings, generator, size = self.settings, self.generator, self.settings.batch_size
-        batch = [
+        size = self.settings.batch_size
+        units = [
             (user_idx, self.positives[item_idx])
             for user_idx, item_idx in self.units[number * size : (number + 1) * size]
         ]
         rows = []
-        for (user_idx, positive), outcomes in zip(batch, generator.generate(batch), strict=True):
-            item_idx = positive.item.item_idx
-            for j, outcome in enumerate(outcomes):
-                plan, completed, reason = outcome.plan, outcome.completed, outcome.reason
-                owner = "" if user_idx is None else f"u{user_idx}-"
-                rows.append(
-                    {
-                        "negative_id": f"r{settings.round}-{owner}i{item_idx}-{j}",
-                        "item_idx": item_idx,
-                        "user_idx": user_idx,
-                        "modality": plan.interventions[0].modality,
-                        "interventions": [i.model_dump() for i in plan.interventions],
-                        "text": completed.text,
-                        "visual_description": completed.visual_description,
-                        "status": "valid" if reason is None else "invalid",
-                        "reason": reason,
-                        "possible_false_negative": (completed.text, completed.visual_description)
-                        in self.real,
-                        "round": settings.round,
-                        "backend": f"{generator.name}/{generator.model}",
-                        "prompt_version": self.prompt_version,
-                    }
-                )
+        for kind, generator in self.generators.items():
+            asked = units if kind == "key" else [(u, as_control(p)) for u, p in units]
+            for (user_idx, positive), outcomes in zip(
+                units, generator.generate(asked), strict=True
+            ):
+                rows += [
+                    self._row(kind, generator, user_idx, positive.item.item_idx, j, outcome)
+                    for j, outcome in enumerate(outcomes)
+                ]
         return pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row")
+
+    def _row(
+        self,
+        kind: str,
+        generator: Generator,
+        user_idx: int | None,
+        item_idx: int,
+        j: int,
+        outcome: Outcome,
+    ) -> dict[str, Any]:
+        plan, completed, reason = outcome.plan, outcome.completed, outcome.reason
+        owner = "" if user_idx is None else f"u{user_idx}-"
+        number = str(j) if kind == "key" else f"c{j}"
+        return {
+            "negative_id": f"r{self.settings.round}-{owner}i{item_idx}-{number}",
+            "item_idx": item_idx,
+            "user_idx": user_idx,
+            "kind": kind,
+            "modality": plan.interventions[0].modality,
+            "interventions": [i.model_dump() for i in plan.interventions],
+            "text": completed.text,
+            "visual_description": completed.visual_description,
+            "status": "valid" if reason is None else "invalid",
+            "reason": reason,
+            "possible_false_negative": (completed.text, completed.visual_description) in self.real,
+            "round": self.settings.round,
+            "backend": f"{generator.name}/{generator.model}",
+            "prompt_version": self.prompt_version,
+        }
 
     def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
         started = time.perf_counter()
-        negatives = writer.read_written("negatives")
+        written = writer.read_written("negatives")
+        negatives = written.filter(pl.col("kind") == "key")
+        report = _report(negatives, self.positives, self.settings.per_item)
+        if self.settings.controls:
+            flipped = {idx: as_control(p) for idx, p in self.positives.items()}
+            controls = written.filter(pl.col("kind") == "control")
+            report["controls"] = _report(controls, flipped, self.settings.per_item)
         seconds = stats.get("seconds", 0.0) + time.perf_counter() - started
-        report = _report(negatives, self.positives, self.settings.per_item, seconds)
-        writer.write_json(REPORT, report)
+        writer.write_json(REPORT, {**report, "seconds": round(seconds, 2)})
         return {
             "round": self.settings.round,
             "negatives": negatives.height,
             "valid": report["statuses"].get("valid", 0),
             "share_items_with_enough_valid": report["share_items_with_enough_valid"],
+            **({"controls": written.height - negatives.height} if self.settings.controls else {}),
         }
 
 
 def _report(
-    negatives: pl.DataFrame, positives: Mapping[int, Positive], per_item: int, seconds: float
+    negatives: pl.DataFrame, positives: Mapping[int, Positive], per_item: int
 ) -> dict[str, Any]:
+    """Counts of one kind of negative; `positives` mark the attributes it changes as keys."""
     valid = negatives.filter(pl.col("status") == "valid")
     per_item_valid = valid.group_by("item_idx").agg(pl.len().alias("valid"))
     enough = per_item_valid.filter(pl.col("valid") >= per_item).height
@@ -247,5 +285,4 @@ def _report(
             in_both.filter(pl.col("modality") == "image").height / max(in_both.height, 1), 4
         ),
         "possible_false_negatives": int(negatives.get_column("possible_false_negative").sum()),
-        "seconds": round(seconds, 2),
     }

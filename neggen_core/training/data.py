@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from neggen_core.artifacts.schemas import INTERACTIONS, USERS
@@ -72,8 +73,34 @@ class ItemFeatures:
     negative_present: torch.Tensor  # (G, M) bool
     negative_owner: torch.Tensor  # (G,) item_idx of each negative's positive, sorted
     negative_indptr: np.ndarray  # (n_items + 1,): the negatives of item i are rows [i]:[i+1]
-    item_minus_negatives: torch.Tensor  # (n_items, M, D): x_i - the mean of its negatives' x
     negative_minus_item: torch.Tensor  # (G, M, D): x_i- - x_i, each negative against its positive
+
+    @classmethod
+    def build(
+        cls,
+        item_modal: np.ndarray,
+        item_present: np.ndarray,
+        negative_modal: np.ndarray,
+        negative_present: np.ndarray,
+        owner: np.ndarray,
+    ) -> ItemFeatures:
+        """The features of items (n_items, M, D) and of their negatives (G, M, D), whose
+        positives `owner` (G,) are sorted."""
+        item_modal = np.asarray(item_modal, dtype=np.float32)
+        negative_modal = np.ascontiguousarray(negative_modal, dtype=np.float32)
+        owner = np.asarray(owner, dtype=np.int64)
+        if np.any(owner[1:] < owner[:-1]):
+            raise ValueError("negatives must be sorted by their positive (owner)")
+        counts = np.bincount(owner, minlength=len(item_modal))
+        return cls(
+            item_modal=torch.from_numpy(item_modal),
+            item_present=torch.from_numpy(np.asarray(item_present, dtype=bool)),
+            negative_modal=torch.from_numpy(negative_modal),
+            negative_present=torch.from_numpy(np.asarray(negative_present, dtype=bool)),
+            negative_owner=torch.from_numpy(owner),
+            negative_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            negative_minus_item=torch.from_numpy(negative_modal - item_modal[owner]),
+        )
 
     @property
     def dim(self) -> int:
@@ -118,8 +145,14 @@ def _modal(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_features(
-    store: ArtifactStore, embeddings: ArtifactRef, n_items: int, skip_flagged: bool
+    store: ArtifactStore,
+    embeddings: ArtifactRef,
+    n_items: int,
+    skip_flagged: bool,
+    kind: str = "key",
 ) -> ItemFeatures:
+    """The items' modal features and the generated negatives of `kind` (key, or control: the
+    negatives that change attributes that are not key features)."""
     items = read_embeddings(store, embeddings, "item_embeddings")
     if items.num_rows != n_items:
         raise ArtifactError(f"{embeddings.uri}: {items.num_rows} item rows, expected {n_items}")
@@ -127,6 +160,12 @@ def load_features(
     item_modal, item_present = _modal(items, with_visual)
 
     negatives = read_embeddings(store, embeddings, "negative_embeddings")
+    negatives = negatives.filter(pc.equal(negatives.column("kind"), kind))
+    if kind != "key" and not negatives.num_rows:
+        raise ArtifactError(
+            f"{embeddings.uri}: no {kind} negatives; build them with negatives.controls: true "
+            "(the random_intervention ablation trains on them)"
+        )
     if skip_flagged:
         flagged = negatives.column("possible_false_negative").to_numpy(zero_copy_only=False)
         negatives = negatives.filter(~flagged)
@@ -134,21 +173,7 @@ def load_features(
     order = np.argsort(owner, kind="stable")
     negatives, owner = negatives.take(order), owner[order]
     negative_modal, negative_present = _modal(negatives, with_visual)
-    counts = np.bincount(owner, minlength=n_items)
-    summed = np.zeros_like(item_modal)
-    np.add.at(summed, owner, negative_modal)
-    mean = summed / np.maximum(counts, 1)[:, None, None]
-    minus = np.where((counts > 0)[:, None, None], item_modal - mean, 0.0).astype(np.float32)
-    return ItemFeatures(
-        item_modal=torch.from_numpy(item_modal),
-        item_present=torch.from_numpy(item_present),
-        negative_modal=torch.from_numpy(np.ascontiguousarray(negative_modal)),
-        negative_present=torch.from_numpy(negative_present),
-        negative_owner=torch.from_numpy(owner),
-        negative_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        item_minus_negatives=torch.from_numpy(minus),
-        negative_minus_item=torch.from_numpy(negative_modal - item_modal[owner]),
-    )
+    return ItemFeatures.build(item_modal, item_present, negative_modal, negative_present, owner)
 
 
 def load_training_data(
@@ -156,8 +181,10 @@ def load_training_data(
     ingest: ArtifactRef,
     embeddings: ArtifactRef | None,
     skip_flagged: bool = True,
+    negatives: str = "key",
 ) -> TrainingData:
-    """The split of `ingest`, and the modal features of `embeddings` when given."""
+    """The split of `ingest`, and the modal features of `embeddings` (with the generated
+    negatives of kind `negatives`) when given."""
     users = store.read_frame(ingest, "users", USERS, columns=["user_idx"])
     interactions = store.read_frame(
         ingest, "interactions", INTERACTIONS, columns=["user_idx", "item_idx", "split"]
@@ -182,7 +209,7 @@ def load_training_data(
     train_users = np.repeat(np.arange(n_users, dtype=np.int64), train.counts)
     features = None
     if embeddings is not None:
-        features = load_features(store, embeddings, n_items, skip_flagged)
+        features = load_features(store, embeddings, n_items, skip_flagged, negatives)
     return TrainingData(
         n_users=n_users,
         n_items=n_items,

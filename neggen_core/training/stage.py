@@ -24,7 +24,7 @@ from neggen_core.training.data import TrainingData, load_training_data
 from neggen_core.training.trainer import fit
 
 SCHEMA_VERSION = 1
-TRAINER_VERSION = 2  # bump when training's results change for the same config
+TRAINER_VERSION = 3  # bump when training's results change for the same config
 TABLES = {"training_log": TRAINING_LOG}
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -45,11 +45,13 @@ def training_data(
 ) -> TrainingData:
     """The split, and the modal features when the model uses them."""
     features = upstream["embeddings"] if config.train.model == "neggen" else None
+    settings = config.train.neggen
     return load_training_data(
         store,
         upstream["ingest"],
         features,
-        skip_flagged=config.train.neggen.skip_possible_false_negatives,
+        skip_flagged=settings.skip_possible_false_negatives,
+        negatives="control" if settings.ablation == "random_intervention" else "key",
     )
 
 

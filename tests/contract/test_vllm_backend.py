@@ -212,10 +212,18 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
 
     keyed = store.read_frame(attributes, "attributes", ATTRIBUTES).filter(pl.col("is_key"))
     items_with_keys = keyed.get_column("item_idx").n_unique()
-    per_item = negatives.group_by("item_idx").len()
+    per_item = negatives.filter(pl.col("kind") == "key").group_by("item_idx").len()
     assert per_item.height == items_with_keys and set(per_item.get_column("len")) == {4}
+    # the controls come from the same server, each changing an attribute that is not a key
+    controls = negatives.filter(pl.col("kind") == "control")
+    assert controls.height > 0 and controls["negative_id"].str.contains(r"-c\d+$").all()
+    keys = set(keyed.select("item_idx", "modality", "name").iter_rows())
+    for row in controls.filter(pl.col("status") == "valid").iter_rows(named=True):
+        for change in row["interventions"]:
+            assert (row["item_idx"], change["modality"], change["name"]) not in keys
     assert negatives.get_column("negative_id").is_unique().all()
     assert set(negatives.get_column("status")) == {"valid", "invalid"}
     assert negatives.filter(pl.col("status") == "invalid").get_column("reason").null_count() == 0
-    assert negatives.filter(pl.col("status") == "valid").height > 0.8 * negatives.height
+    key = negatives.filter(pl.col("kind") == "key")
+    assert key.filter(pl.col("status") == "valid").height > 0.8 * key.height
     assert set(negatives.get_column("backend")) == {f"vllm/{MODEL}"}

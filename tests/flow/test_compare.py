@@ -27,7 +27,7 @@ GRID_SETTING = (
     "compare.grid={neggen: {train.neggen.effect_weight: [0.1, 0.4]}, "
     "dns: {train.samplers.dns.pool: [4, 8]}}"
 )
-METHODS = ["rns", "dns", "neggen", "neggen[no_causal]"]
+METHODS = ["rns", "dns", "neggen", "neggen[no_causal]", "neggen[random_intervention]"]
 
 
 def _args(root: str, methods: list[str] = METHODS, grid: str = GRID_SETTING) -> list[str]:
@@ -65,11 +65,17 @@ def compared(
 def test_comparison_table_grid_and_summary(compared: tuple[str, str, str]) -> None:
     _, uri, out = compared
     comparison = _table(uri, "comparison", COMPARISON)
+    grid = _table(uri, "grid", GRID)
+    # NegGen and its ablations take the real negatives of the better baseline on valid
+    baselines = grid.filter(pl.col("chosen") & pl.col("method").str.starts_with("lightgcn+"))
+    sampler = baselines.sort("valid_recall_20", descending=True, maintain_order=True)["method"][0]
+    sampler = sampler.removeprefix("lightgcn+")
     labels = [
         "lightgcn+rns",
         "lightgcn+dns",
-        "neggen(lightgcn)+rns",
-        "neggen(lightgcn)[no_causal]+rns",
+        f"neggen(lightgcn)+{sampler}",
+        f"neggen(lightgcn)[no_causal]+{sampler}",
+        f"neggen(lightgcn)[random_intervention]+{sampler}",
     ]
     assert comparison["method"].unique(maintain_order=True).to_list() == labels
     assert sorted(comparison["seed"].unique()) == [999, 1000]
@@ -78,14 +84,16 @@ def test_comparison_table_grid_and_summary(compared: tuple[str, str, str]) -> No
     assert comparison.select("method", "seed", "split", "metric", "k").is_duplicated().sum() == 0
     assert (comparison["train_seconds"] > 0).all()
 
-    # the grid: every point run with the first seed, the best valid Recall@20 chosen
-    grid = _table(uri, "grid", GRID)
+    # the search: every point run with the first seed, the best valid Recall@20 chosen; the
+    # same budget (here: every grid whole) for NegGen and each of its ablations
     for method, points in grid.group_by("method"):
         best = points.sort("valid_recall_20", descending=True, maintain_order=True).row(
             0, named=True
         )
         assert points.filter(pl.col("chosen"))["params"].to_list() == [best["params"]], method
-    assert grid.height == 1 + 2 + 2
+    assert grid.height == 1 + 2 + 2 + 2 + 2
+    neggen_params = [json.loads(p) for p in grid.filter(pl.col("method") == labels[2])["params"]]
+    assert all(p["train.sampler"] == sampler for p in neggen_params)
     chosen_pool = json.loads(
         grid.filter((pl.col("method") == "lightgcn+dns") & pl.col("chosen"))["params"][0]
     )["train.samplers.dns.pool"]
@@ -113,8 +121,21 @@ def test_comparison_table_grid_and_summary(compared: tuple[str, str, str]) -> No
     assert (joined["std"] - joined["s"]).abs().max() < 1e-12
 
     report = json.loads(Path(uri, "report.json").read_text())
-    assert report["significance"] and report["significance"][0]["method"] == "neggen(lightgcn)+rns"
-    assert 0 < report["significance"][0]["p_value"] <= 1
+    tests = report["significance"]
+    # NegGen against the best baseline (on valid) and its random_intervention control, two
+    # metrics each, Holm-adjusted over the four
+    assert [(t["role"], t["metric"]) for t in tests] == [
+        ("best baseline", "recall@20"),
+        ("best baseline", "ndcg@20"),
+        ("random_intervention", "recall@20"),
+        ("random_intervention", "ndcg@20"),
+    ]
+    assert {t["method"] for t in tests} == {labels[2]}
+    assert tests[2]["baseline"] == labels[4]
+    assert all(0 < t["p_value"] <= t["p_holm"] <= 1 for t in tests)
+    assert report["verdict"]["lines"][0].startswith(f"**{labels[2]} is ")
+    assert report["software"]["libraries"]["torch"].startswith("2.13.0")
+    assert report["budget"] == 4 and report["per_seed"][labels[0]]["recall@20"]
     assert "test recall@20" in out and "report:" in out
 
 
@@ -123,15 +144,17 @@ def test_report_renders_in_chromium(compared: tuple[str, str, str], tmp_path: Pa
     md = Path(uri, "report.md").read_text()
     for heading in (
         "## Verdict",
-        "## Test results",
         "## Significance",
+        "## Test results",
+        "## Per seed (test)",
         "## Training curves",
         "## Hyper-parameters",
         "## Generated negatives",
         "## Dataset",
+        "## Software",
     ):
         assert heading in md
-    for figure in ("metrics.png", "curves.png", "negatives.png"):
+    for figure in ("differences.png", "curves.png", "negatives.png"):
         assert Path(uri, figure).read_bytes()[:4] == b"\x89PNG" and f"]({figure})" in md
     try:
         find_chromium()
@@ -140,7 +163,7 @@ def test_report_renders_in_chromium(compared: tuple[str, str, str], tmp_path: Pa
     check = check_page(Path(uri, "report.html"), tmp_path / "report.png")
     assert check.ok, check
     assert len(check.images) == 3 and all(i["width"] > 300 for i in check.images)
-    assert check.table_rows[0] == 1 + 4  # header + one row per method
+    assert check.table_rows[0] == 1 + 4  # header + one row per test (two metrics, two tests)
     assert "Verdict" in check.headings and "Dataset" in check.headings
     assert (tmp_path / "report.png").stat().st_size > 20_000
 

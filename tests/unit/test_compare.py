@@ -7,7 +7,7 @@ import pytest
 
 from neggen_core.compare import plan
 from neggen_core.compare.report import Bullets, Figure, Heading, Table, html_page, markdown
-from neggen_core.compare.stats import paired_test
+from neggen_core.compare.stats import holm, paired_test
 from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
 
@@ -81,19 +81,61 @@ def test_a_grid_varies_train_keys_that_exist() -> None:
             with_settings(config, {"compare.grid": {"dns": {"train.samplers.dns.pooll": [1]}}})
         )
     points = plan.grid_points(config, plan.Method("lightgcn", "neggen"))
-    assert len(points) == 16 and points[0] == (
-        ("train.neggen.effect_weight", 0.1),
-        ("train.neggen.alignment_weight", 0.01),
-        ("train.neggen.temperature", 0.2),
-        ("train.sampler", "rns"),
+    assert len(points) == 4 and points[0] == (
+        ("train.neggen.effect_weight", 0.4),
+        ("train.neggen.generated_weight", 0.25),
     )
     assert plan.grid_points(config, plan.Method("lightgcn", "rns")) == [()]
+
+
+def test_every_method_searches_the_same_budget() -> None:
+    config = load_config(None)
+    wide = with_settings(
+        config,
+        {
+            "compare.budget": 3,
+            "compare.grid": {
+                "neggen": {"train.neggen.effect_weight": [0.1, 0.4, 1.0, 2.0]},
+                "dns": {"train.samplers.dns.pool": [4, 8]},
+            },
+        },
+    )
+    neggen = plan.search_points(wide, plan.Method("lightgcn", "neggen"))
+    ablation = plan.search_points(wide, plan.Method("mf", "neggen[real_only]"))
+    grid = plan.grid_points(wide, plan.Method("lightgcn", "neggen"))
+    # a seeded sample of the budget, in grid order, the same for NegGen and its ablations
+    assert len(neggen) == 3 and neggen == ablation and neggen == sorted(neggen, key=grid.index)
+    assert neggen == plan.search_points(wide, plan.Method("lightgcn", "neggen"))
+    reseeded = with_settings(wide, {"train.seed": 1})
+    samples = {
+        tuple(
+            plan.search_points(
+                with_settings(reseeded, {"train.seed": s}), plan.Method("lightgcn", "neggen")
+            )
+        )
+        for s in range(20)
+    }
+    assert len(samples) > 1
+    # a grid no larger than the budget is searched whole
+    assert len(plan.search_points(wide, plan.Method("lightgcn", "dns"))) == 2
+    assert plan.search_points(wide, plan.Method("lightgcn", "rns")) == [()]
+
+
+def test_random_intervention_needs_control_negatives() -> None:
+    config = with_settings(
+        load_config(None), {"compare.methods": {"lightgcn": ["neggen[random_intervention]"]}}
+    )
+    plan.check(config)  # on by default
+    with pytest.raises(ConfigError, match=r"set negatives\.controls: true"):
+        plan.check(with_settings(config, {"negatives.controls": False}))
 
 
 def test_restrict_by_methods_and_backbones() -> None:
     config = load_config(None)
     only_mf = plan.restrict(config, None, ["mf"])
-    assert only_mf.compare.methods == {"mf": ("rns", "neggen")}
+    assert only_mf.compare.methods == {
+        "mf": ("rns", "dns", "neggen", "neggen[real_only]", "neggen[random_intervention]")
+    }
     both = plan.restrict(config, ["rns", "neggen"], None)
     assert both.compare.methods == {"lightgcn": ("rns", "neggen"), "mf": ("rns", "neggen")}
     with pytest.raises(ConfigError, match="unknown backbone"):
@@ -119,12 +161,14 @@ def test_grid_sources_ablations_and_unlisted_backbones() -> None:
     config = load_config(None)
     methods = plan.parse_methods(config)
     lightgcn, mf = plan.Method("lightgcn", "neggen"), plan.Method("mf", "neggen")
-    assert plan.grid_source(config, methods, plan.Method("lightgcn", "neggen[no_causal]")) == (
-        lightgcn
-    )
+    # an ablation is searched on its own, as NegGen is
+    ablation = plan.Method("lightgcn", "neggen[no_causal]")
+    assert plan.grid_source(config, methods, ablation) == ablation
     assert plan.grid_source(config, methods, mf) == mf
     only = with_settings(config, {"compare.grid_backbones": ["lightgcn"]})
     assert plan.grid_source(only, methods, mf) == lightgcn
+    control = plan.Method("mf", "neggen[real_only]")
+    assert plan.grid_source(only, methods, control) == plan.Method("lightgcn", "neggen[real_only]")
     assert plan.grid_source(only, methods, plan.Method("mf", "rns")) == plan.Method(
         "lightgcn", "rns"
     )
@@ -132,3 +176,48 @@ def test_grid_sources_ablations_and_unlisted_backbones() -> None:
     assert plan.grid_source(only, mf_only, plan.Method("mf", "dns")) == plan.Method("mf", "dns")
     with pytest.raises(ConfigError, match="grid_backbones: unknown backbone 'gcn'"):
         plan.check(with_settings(config, {"compare.grid_backbones": ["gcn"]}))
+
+
+def test_merged_settings_keep_the_last_value_of_a_key() -> None:
+    inherited = (("train.sampler", "dns"), ("train.samplers.dns.pool", 8))
+    point = (("train.sampler", "rns"), ("train.neggen.effect_weight", 1.0))
+    assert plan.merged(inherited, point) == (
+        ("train.sampler", "rns"),
+        ("train.samplers.dns.pool", 8),
+        ("train.neggen.effect_weight", 1.0),
+    )
+
+
+def test_paired_test_agrees_with_scipy_permutation_test() -> None:
+    """Our sign-flip test against scipy's paired permutation test (permutation_type="samples"
+    swaps each user's two values, which flips the sign of the user's difference)."""
+    from scipy.stats import permutation_test
+
+    rng = np.random.default_rng(7)
+    for shift, users in ((0.0, 300), (0.03, 300), (0.08, 120)):
+        b = rng.random(users)
+        a = np.clip(b + shift + rng.normal(0, 0.25, users), 0, 1)
+        ours = paired_test(a, b, method="a", baseline="b", metric="m", resamples=40000, seed=3)
+        theirs = permutation_test(
+            (a, b),
+            lambda x, y: np.mean(x - y),
+            permutation_type="samples",
+            n_resamples=40000,
+            alternative="two-sided",
+            random_state=5,
+        )
+        assert ours.p_value == pytest.approx(theirs.pvalue, abs=0.01), (shift, users)
+    # exactly enumerable: 2^8 sign patterns, scipy enumerates them all
+    a, b = rng.random(8), rng.random(8)
+    exact = permutation_test(
+        (a, b), lambda x, y: np.mean(x - y), permutation_type="samples", n_resamples=10**6
+    ).pvalue
+    ours = paired_test(a, b, method="a", baseline="b", metric="m", resamples=100000, seed=1)
+    assert ours.p_value == pytest.approx(exact, abs=0.01)
+
+
+def test_holm_adjusts_in_steps_and_keeps_the_order() -> None:
+    # sorted 0.01, 0.02, 0.04, 0.30 -> x4, x3, x2, x1, each at least the one before
+    assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

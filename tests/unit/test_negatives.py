@@ -104,11 +104,15 @@ def test_check_rejects_a_negative_that_changes_nothing_or_too_much() -> None:
 
 def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -> None:
     store, ingest, ref = _build(_config(root))
-    negatives = store.read_frame(ref, "negatives", NEGATIVES)
+    written = store.read_frame(ref, "negatives", NEGATIVES)
+    negatives = written.filter(pl.col("kind") == "key")
+    controls = written.filter(pl.col("kind") == "control")
     report = store.read_json(ref, "report.json")
     items = store.manifest("ingest", ingest.version).tables["items"].rows
     assert report["share_items_with_enough_valid"] == 1.0
-    assert negatives.height == 4 * items
+    assert negatives.height == controls.height == 4 * items
+    assert report["controls"]["share_items_with_enough_valid"] == 1.0
+    assert written.get_column("negative_id").is_unique().all()
     assert negatives.get_column("negative_id").is_unique().all()
     assert set(negatives.get_column("modality")) == {"text", "image"}
     assert abs(report["image_share_where_both_modalities"] - 0.5) <= 0.10
@@ -128,6 +132,16 @@ def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -
     for row in negatives.iter_rows(named=True):
         for change in row["interventions"]:
             assert (row["item_idx"], change["modality"], change["name"]) in keys
+    # the controls change attributes that are not key features, and nothing else
+    assert assert_only_intervened_changed(store, ingest, controls) == controls.height
+    for row in controls.iter_rows(named=True):
+        for change in row["interventions"]:
+            assert (row["item_idx"], change["modality"], change["name"]) not in keys
+    # the key negatives do not depend on whether controls are written
+    _, _, alone = _build(_config(root, "negatives.controls=false"))
+    without = store.read_frame(alone, "negatives", NEGATIVES)
+    assert set(without["kind"]) == {"key"}
+    assert without.drop("prompt_version").equals(negatives.drop("prompt_version"))
 
 
 def test_the_configured_modality_ratio_is_realised(root: str) -> None:
@@ -155,7 +169,10 @@ def test_per_user_negatives(root: str) -> None:
     train = store.read_frame(ingest, "interactions", INTERACTIONS)
     pairs = train.filter(pl.col("split") == "train").height
     assert negatives.get_column("user_idx").null_count() == 0
-    assert negatives.height == 2 * pairs
+    assert dict(negatives.group_by("kind").len().iter_rows()) == {
+        "key": 2 * pairs,
+        "control": 2 * pairs,
+    }
     assert negatives.get_column("negative_id").is_unique().all()
 
 

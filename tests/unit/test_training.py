@@ -12,7 +12,7 @@ import torch
 from neggen_core.artifacts.schemas import METRICS, RECOMMENDATIONS, TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import AhnsConfig, EvaluateConfig, NeggenConfig, TrainConfig, load_config
-from neggen_core.errors import ConfigError
+from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.evaluation import evaluator as evaluator_module
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
@@ -98,6 +98,31 @@ def test_dns_takes_the_highest_scored_and_ahns_the_adaptive_target() -> None:
     assert chosen.negatives.tolist() == [4]
     assert isinstance(RNS(data).sample(model, users, positives, np.random.default_rng(0)), Batch)
     assert MixGCF(data, 4).sample(model, users, positives, np.random.default_rng(0)).mix is not None
+
+
+@pytest.mark.parametrize(
+    ("hop_scoring", "expected"), [("pooled", [0.75, 1.25]), ("per_hop", [1.0, 0.5])]
+)
+def test_mixgcf_scores_every_hop_with_the_pooled_user_as_the_official_code(
+    hop_scoring: str, expected: list[float]
+) -> None:
+    """Two hops, mixing weight 0 (the candidates as they are). The user is [1, 0] at hop 0 and
+    [0, 1] at hop 1, [0.5, 0.5] pooled. Pooled scoring (huangtinglin/MixGCF) picks candidate 2
+    at both hops; scoring each hop with that hop's user picks candidate 1, then 2."""
+    users = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (hops, users, d)
+    items = torch.tensor(
+        [[[0.0, 0.0], [2.0, 0.0], [1.5, 1.5]], [[0.0, 0.0], [0.0, 0.1], [0.0, 1.0]]]
+    )  # (hops, items, d): item 0 the positive, 1 and 2 the pool
+    batch = Batch(
+        users=torch.tensor([0]),
+        positives=torch.tensor([0]),
+        negatives=torch.tensor([[1, 2]]),
+        mix=torch.zeros(1, 2),
+        hop_scoring=hop_scoring,  # type: ignore[arg-type]
+    )
+    backbone = MF(1, 3, 2, 0.0, seed=0)
+    embedded = backbone.embed_batch(batch, users, items)
+    torch.testing.assert_close(embedded.negative, torch.tensor([expected]))
 
 
 def test_unknown_names_are_clear_errors() -> None:
@@ -281,6 +306,19 @@ def test_a_killed_training_resumes_to_the_same_model_and_metrics(
     assert "checkpoint.pt" not in {f.path for f in b.manifest("train", resumed.version).files}
 
 
+def test_random_intervention_without_control_negatives_is_a_clear_error(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    root, refs = demo
+    config = _config(root, "negatives.controls=false", "train.neggen.ablation=random_intervention")
+    built = {"ingest": refs["ingest"], "attributes": refs["attributes"]}
+    for stage in ("negatives", "embeddings"):
+        built[stage] = run_stage(config, stage, built).ref
+    upstream = {"ingest": built["ingest"], "embeddings": built["embeddings"]}
+    with pytest.raises(ArtifactError, match=r"no control negatives; build them with negatives"):
+        run_stage(config, "train", upstream)
+
+
 def test_mf_has_one_hop_and_lightgcn_one_more_per_layer(
     demo: tuple[str, dict[str, ArtifactRef]],
 ) -> None:
@@ -292,17 +330,17 @@ def test_mf_has_one_hop_and_lightgcn_one_more_per_layer(
     assert isinstance(build_model(TrainConfig(model="mf"), data), MF)
 
 
-def test_neggen_starts_as_its_backbone_and_reduces_to_it_without_its_terms(
+def test_neggen_reduces_to_its_backbone_without_its_terms(
     demo: tuple[str, dict[str, ArtifactRef]],
 ) -> None:
     data = _data(*demo)
-    settings = TrainConfig(model="neggen", epochs=2)
+    settings = TrainConfig(model="neggen", epochs=2, neggen={"effect_weight": 0.0})
     neggen, backbone = build_model(settings, data), build_model(TrainConfig(model="lightgcn"), data)
     assert isinstance(neggen, NegGen)
     users = torch.arange(data.n_users)
     neggen.eval()
     backbone.eval()
-    # P's output layer starts at zero: no effect before training
+    # without the effect's weight, the scores are the backbone's
     torch.testing.assert_close(neggen.full_sort_predict(users), backbone.full_sort_predict(users))
 
     # without the effect and without generated negatives, training is the backbone's, exactly
