@@ -391,6 +391,12 @@ class Comparison:
                 "searched as NegGen is, each on its own; NegGen and its ablations take the real "
                 "negatives (rns, dns or ahns) of the baseline of their backbone with the best "
                 "valid Recall@20, with that baseline's chosen values."
+                + (
+                    " Backbones not in compare.grid_backbones take the values chosen on "
+                    f"{self.config.compare.grid_backbones[0]}."
+                    if self.config.compare.grid_backbones
+                    else ""
+                )
             ),
             search,
             Table(
