@@ -110,6 +110,13 @@ class LlmConfig(StrictModel):
     zero_shot: bool = Field(
         True, description="Offline: match material and style with the sentence encoder."
     )
+    max_invalid_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The attributes stage fails rather than commits when more than this share "
+        "of items got no valid reply (not part of the version: raising it lets a rerun commit).",
+    )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
 
 

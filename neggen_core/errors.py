@@ -26,5 +26,10 @@ class BackendError(NeggenError):
     """An LLM backend cannot be used (no server answers, the model is not served)."""
 
 
+class ServerUnavailable(BackendError):
+    """The server gave no reply after every retry (connection refused or reset, timeouts,
+    5xx): a failure to resume from, never an answer to record."""
+
+
 class TrainingError(NeggenError):
     """Training cannot go on with this data or configuration."""

@@ -43,6 +43,7 @@ class Settings:
     p_malformed: float = 0.0
     hang_s: float = 2.0
     seed: int = 0
+    fail_after: int | None = None  # answers given before the server dies (drops every request)
 
 
 @dataclass
@@ -283,6 +284,14 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
         def _answer(self, body: Any, raw: bytes, key: str, nth: int) -> None:
             if settings.latency_s:
                 time.sleep(settings.latency_s)
+            if settings.fail_after is not None:
+                with tally.lock:
+                    dead = sum(tally.answered.values()) >= settings.fail_after
+                    if dead:
+                        tally.faults["dead"] += 1
+                if dead:
+                    self.close_connection = True
+                    return
             draw = random.Random(f"{settings.seed}:{key}:{nth}").random()
             fault = None
             if draw < settings.p_5xx:

@@ -28,6 +28,7 @@ from neggen_core.artifacts.schemas import (
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.attributes.keys import choose_keys, score_attributes
 from neggen_core.config import NeggenConfig
+from neggen_core.errors import BackendError
 from neggen_core.llm.backend import Backend, open_backend
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import ExtractionResult, ItemInput
@@ -169,6 +170,8 @@ class Job:
     def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
         started = time.perf_counter()
         items, backend = self.items, self.backend
+        descriptions = writer.read_written("descriptions")
+        _check_invalid_share(descriptions, backend.source, self.config.llm.max_invalid_share)
         attributes = writer.read_written("attributes")
         categories = item_categories(items, self.config.attributes.category_level)
         if backend.marks_keys:
@@ -187,7 +190,6 @@ class Job:
             attributes = _mark_keys(writer, keys, categories, list(range(self.batches)))
         writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))
 
-        descriptions = writer.read_written("descriptions")
         counters = {key: 0 for key in backend.stats()} | stats
         seconds = counters.pop("seconds", 0.0) + time.perf_counter() - started
         report = _report(items, attributes, descriptions, keys, backend, counters, seconds)
@@ -200,6 +202,20 @@ class Job:
             "items_with_key_attribute": report["items_with_key_attribute"],
             "invalid": report["invalid"],
         }
+
+
+def _check_invalid_share(descriptions: pl.DataFrame, source: str, limit: float) -> None:
+    """Fail, rather than commit, when more than `limit` of the items got no valid reply."""
+    texts = descriptions.filter(pl.col("modality") == "text")
+    invalid = texts.filter(pl.col("status") == "invalid")
+    if texts.height and invalid.height / texts.height > limit:
+        reasons = invalid.group_by("reason").len().sort("len", descending=True).head(3)
+        raise BackendError(
+            f"{invalid.height} of {texts.height} items ({invalid.height / texts.height:.1%}) got "
+            f"no valid reply from {source}, above llm.max_invalid_share ({limit:.0%}); most "
+            f"common reasons: {dict(reasons.iter_rows())}. The batches are kept: fix the model "
+            "or prompt (a new version), or raise llm.max_invalid_share and rerun to commit them"
+        )
 
 
 def _marked_keys(attributes: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:

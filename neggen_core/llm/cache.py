@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
 import uuid
 from typing import Any
@@ -14,6 +15,8 @@ import fsspec
 from neggen_core.artifacts.store import ArtifactStore
 
 CACHE_DIR = "_cache/llm"
+
+log = logging.getLogger(__name__)
 
 
 def request_key(model: str, prompt_version: str, payload: Any, sampling: dict[str, Any]) -> str:
@@ -43,11 +46,23 @@ class ResponseCache:
         return posixpath.join(self.root, key[:2], f"{key}.json")
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The cached reply, or None: never cached, or an entry that cannot be read (it is
+        discarded with a warning that names it, and the request is asked again)."""
+        path = self._path(key)
         try:
-            with self.fs.open(self._path(key), "r") as handle:
-                return json.load(handle)  # type: ignore[no-any-return]
+            with self.fs.open(path, "r") as handle:
+                entry = json.load(handle)
         except FileNotFoundError:
             return None
+        except ValueError as exc:  # not JSON, or not UTF-8
+            entry, problem = None, str(exc)
+        else:
+            problem = "no reply content in it"
+        if isinstance(entry, dict) and isinstance(entry.get("content"), str):
+            return entry
+        log.warning("discarded a corrupt LLM cache entry %s (%s); asking again", path, problem)
+        self.fs.rm(path)
+        return None
 
     def put(self, key: str, reply: dict[str, Any]) -> None:
         path = self._path(key)

@@ -5,8 +5,11 @@ go as `image_url` parts (base64 data URIs for local files, URLs as they are); re
 constrained with `response_format` = the JSON schema of `Extraction` and validated back through
 it. Requests run concurrently (bounded), each with a timeout; timeouts, connection errors, 429
 and 5xx are retried with exponential backoff and jitter, nothing else is. An invalid reply gets
-one repair request; if that is invalid too the item is recorded `invalid` with the reason.
-Every reply is cached (`cache.py`) before it is used, so no request is ever paid for twice.
+one repair request; if that is invalid too the item is recorded `invalid` with the reason. A
+request that exhausts its retries is not an answer: once every request of the batch has
+settled, the batch fails with `ServerUnavailable` (nothing of it is written; a rerun asks only
+what was not answered). Every reply is cached (`cache.py`) before it is used, and identical
+requests in flight at once are sent once, so no request is ever paid for twice.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
 
@@ -28,7 +31,7 @@ import fsspec
 from pydantic import BaseModel, ValidationError
 
 from neggen_core.config import VllmConfig
-from neggen_core.errors import BackendError
+from neggen_core.errors import BackendError, ServerUnavailable
 from neggen_core.llm.cache import ResponseCache, request_key
 from neggen_core.llm.models import Extraction, ExtractionResult, ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
@@ -83,8 +86,42 @@ class ReplyError(Exception):
 
 @dataclass(frozen=True)
 class Session:
+    """One run's client, its concurrency gate, and the requests in flight by cache key."""
+
     client: aiohttp.ClientSession
     gate: asyncio.Semaphore
+    in_flight: dict[str, asyncio.Task[str]] = field(default_factory=dict)
+
+
+Settled = TypeVar("Settled")
+
+
+def _unwrapped(results: list[Any]) -> list[Any]:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+async def all_settled(awaitables: Sequence[Awaitable[Settled]]) -> list[Settled]:
+    """Every result once all have finished; then the first exception, if any (so that an
+    error does not abandon requests still in flight, whose answers are cached)."""
+    return _unwrapped(await asyncio.gather(*awaitables, return_exceptions=True))
+
+
+async def settle(base_url: str, awaitables: Sequence[Awaitable[Settled]]) -> list[Settled]:
+    """A batch's results, once all have finished. Items the server gave no reply for fail the
+    whole batch, after the others have settled: every answer received is cached first."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    lost = [r for r in results if isinstance(r, ServerUnavailable)]
+    if lost:
+        raise ServerUnavailable(
+            f"the vLLM server at {base_url} gave no reply for {len(lost)} of {len(results)} "
+            f"items of this batch ({lost[0]}); nothing of the batch was written. When the "
+            "server answers again, rerun the same command: the answers received are cached and "
+            "only the rest are asked"
+        ) from lost[0]
+    return _unwrapped(results)
 
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -114,6 +151,7 @@ class VllmBackend:
         self.counters = {
             "requests_sent": 0,
             "cache_hits": 0,
+            "shared_in_flight": 0,
             "retries": 0,
             "repairs": 0,
             "prompt_tokens": 0,
@@ -166,7 +204,9 @@ class VllmBackend:
             )
 
     def extract(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
-        return self.run(lambda session: asyncio.gather(*(self._one(session, i) for i in items)))
+        return self.run(
+            lambda session: settle(self.config.base_url, [self._one(session, i) for i in items])
+        )
 
     def run(self, work: Callable[[Session], Awaitable[Sequence[Any]]]) -> list[Any]:
         """Run async work against the server with one bounded client session."""
@@ -197,12 +237,16 @@ class VllmBackend:
         seed: int | None = None,
     ) -> Answer:
         """The model's answer as `output`, with one repair request when the first reply does
-        not validate; a `ReplyError` with the reason when there is none."""
+        not validate; a `ReplyError` with the reason when there is none. `ServerUnavailable`
+        (no reply after every retry) passes through: it is not an answer."""
         try:
             content = await self._complete(session, messages, output, prompt_version, seed)
-            return _validated(output, content)
-        except (TransientError, BackendError) as exc:
+        except BackendError as exc:
+            if isinstance(exc, ServerUnavailable):
+                raise
             raise ReplyError(str(exc)) from exc
+        try:
+            return _validated(output, content)
         except ValueError as first:
             self.counters["repairs"] += 1
             repair = [
@@ -210,13 +254,16 @@ class VllmBackend:
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": REPAIR.format(error=_short(first))},
             ]
-            try:
-                content = await self._complete(session, repair, output, prompt_version, seed)
-                return _validated(output, content)
-            except (TransientError, BackendError) as exc:
-                raise ReplyError(str(exc)) from exc
-            except ValueError as second:
-                raise ReplyError(f"invalid reply after one repair: {_short(second)}") from second
+        try:
+            content = await self._complete(session, repair, output, prompt_version, seed)
+        except BackendError as exc:
+            if isinstance(exc, ServerUnavailable):
+                raise
+            raise ReplyError(str(exc)) from exc
+        try:
+            return _validated(output, content)
+        except ValueError as second:
+            raise ReplyError(f"invalid reply after one repair: {_short(second)}") from second
 
     async def _complete(
         self,
@@ -226,19 +273,33 @@ class VllmBackend:
         prompt_version: str,
         seed: int | None,
     ) -> str:
-        """The reply's content for these messages: from the cache, or from the server."""
+        """The reply's content for these messages: from the cache, from an identical request
+        already in flight, or from the server."""
         sampling = self.sampling() | ({} if seed is None else {"seed": seed})
         key = request_key(self.model, prompt_version, messages, sampling)
         cached = self.cache.get(key)
         if cached is not None:
             self.counters["cache_hits"] += 1
             return str(cached["content"])
+        pending = session.in_flight.get(key)
+        if pending is not None:
+            self.counters["shared_in_flight"] += 1
+            return await asyncio.shield(pending)
         body = {
             "model": self.model,
             "messages": messages,
             "response_format": response_format(output),
             **sampling,
         }
+        task = asyncio.ensure_future(self._fetch(session, body, key))
+        session.in_flight[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                session.in_flight.pop(key, None)
+
+    async def _fetch(self, session: Session, body: dict[str, Any], key: str) -> str:
         reply = await self._post(session, body)
         usage = reply.get("usage") or {}
         self.counters["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
@@ -277,7 +338,7 @@ class VllmBackend:
                     raise TransientError(f"a reply that is not JSON: {text[:200]}") from exc
             except transient as exc:
                 if attempt >= self.config.max_retries:
-                    raise TransientError(
+                    raise ServerUnavailable(
                         f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
                     ) from exc
                 delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)

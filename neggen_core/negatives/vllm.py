@@ -10,7 +10,6 @@ to other values, and the completed text must differ from the positive and state 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -19,7 +18,7 @@ from typing import Any
 
 from neggen_core.llm.models import CompletedNegative, Intervention, InterventionPlan
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, load_template
-from neggen_core.llm.vllm import ReplyError, Session, VllmBackend
+from neggen_core.llm.vllm import ReplyError, Session, VllmBackend, all_settled, settle
 from neggen_core.negatives.offline import Outcome, Positive, modality_order
 
 NO_IMAGE = "(no image)"
@@ -95,7 +94,8 @@ class VllmNegatives:
 
     def generate(self, units: Sequence[tuple[int | None, Positive]]) -> list[list[Outcome]]:
         async def all_units(session: Session) -> list[list[Outcome]]:
-            return list(await asyncio.gather(*(self._unit(session, u, p) for u, p in units)))
+            base_url = self.backend.config.base_url
+            return await settle(base_url, [self._unit(session, u, p) for u, p in units])
 
         return self.backend.run(all_units)
 
@@ -106,7 +106,7 @@ class VllmNegatives:
         modalities = sorted({a.modality for a in positive.attributes if a.is_key}, reverse=True)
         order = modality_order(modalities, self.per_item, self.image_ratio, rng)
         jobs = [self._one(session, user_idx, positive, j, m) for j, m in enumerate(order)]
-        return list(await asyncio.gather(*jobs))
+        return await all_settled(jobs)
 
     async def _one(
         self, session: Session, user_idx: int | None, positive: Positive, j: int, modality: str
