@@ -3,6 +3,7 @@ README's production section checked against it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,10 +25,15 @@ def _compose_binary() -> Path:
     return binary
 
 
-def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+SECRETS = {"POSTGRES_PASSWORD": "secret", "VLLM_API_KEY": "key"}
+
+
+def _config(
+    env: dict[str, str], *args: str, output: tuple[str, ...] = ("-q",)
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "VLLM_"))}
     return subprocess.run(
-        [str(_compose_binary()), "-f", str(COMPOSE_FILE), *args, "config", "-q"],
+        [str(_compose_binary()), "-f", str(COMPOSE_FILE), *args, "config", *output],
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -36,11 +42,34 @@ def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_compose_file_is_valid_and_needs_its_secret() -> None:
-    assert _config({"POSTGRES_PASSWORD": "secret"}).returncode == 0
-    assert _config({"POSTGRES_PASSWORD": "secret"}, "--profile", "gpu").returncode == 0
-    missing = _config({})
-    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
+def test_compose_file_is_valid_and_needs_its_secrets() -> None:
+    assert _config(SECRETS).returncode == 0
+    assert _config(SECRETS, "--profile", "gpu").returncode == 0
+    for secret in SECRETS:
+        missing = _config({k: v for k, v in SECRETS.items() if k != secret})
+        assert missing.returncode != 0 and secret in missing.stderr, secret
+
+
+def test_published_ports_are_loopback_only_and_images_pinned() -> None:
+    done = _config(SECRETS, "--profile", "gpu", output=("--format", "json"))
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    published = [(name, p) for name, s in services.items() for p in s.get("ports", [])]
+    assert {name for name, _ in published} == {"prefect-server", "vllm"}
+    for name, port in published:
+        assert port["host_ip"] == "127.0.0.1", (name, port)
+    for name, service in services.items():
+        tag = service["image"].rpartition(":")[2]
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), (name, service["image"])
+
+
+def test_the_worker_image_runs_unprivileged_and_installs_dependencies_first() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    user = next(line for line in lines if line.startswith("USER "))
+    assert user.split()[1] not in ("root", "0")
+    first_code = lines.index("COPY neggen_core ./neggen_core")
+    requirements = next(i for i, line in enumerate(lines) if "pip install -r" in line)
+    assert requirements < first_code < lines.index("RUN pip install --no-deps .")
 
 
 def test_the_binary_rejects_a_broken_file(tmp_path: Path) -> None:
@@ -75,7 +104,7 @@ def test_services_as_the_issue_asks(services: dict[str, dict[str, object]]) -> N
     assert devices[0]["capabilities"] == ["gpu"]
     assert "neggen-data:/data" in worker["volumes"]
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "torch==2.13.0" in dockerfile and 'pip install ".[${EXTRAS}]"' in dockerfile
+    assert "torch==2.13.0" in dockerfile and "optional-dependencies'][e]" in dockerfile
     assert "ARG EXTRAS=dask,s3" in dockerfile
 
 
