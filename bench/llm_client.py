@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from neggen_core.artifacts.schemas import ITEMS  # noqa: E402
 from neggen_core.attributes.stage import item_inputs  # noqa: E402
 from neggen_core.config import VllmConfig, load_config  # noqa: E402
+from neggen_core.images import ImagePolicy  # noqa: E402
 from neggen_core.llm.cache import ResponseCache  # noqa: E402
 from neggen_core.llm.models import ItemInput  # noqa: E402
 from neggen_core.llm.vllm import VllmBackend  # noqa: E402
@@ -38,7 +39,7 @@ def bench_vllm(requests: int, concurrency: int, latency: float) -> dict[str, Any
 
         cache = ResponseCache(fsspec.filesystem("file"), cache_dir)
         config = VllmConfig(base_url=base_url, model=MODEL, concurrency=concurrency)
-        backend = VllmBackend(config, cache)
+        backend = VllmBackend(config, cache, ImagePolicy(root=None))
         backend.check_health()
         items = [
             ItemInput(

@@ -56,6 +56,16 @@ class DatasetConfig(StrictModel):
     demo: DemoConfig | None = Field(
         None, description="Generate the synthetic demo catalogue instead of reading files."
     )
+    image_root: str | None = Field(
+        None,
+        description="The folder (or fsspec URI) item images may be read from; an image_uri "
+        "outside it is not read. Default: the folder of the metadata file (of the demo).",
+    )
+    fetch_images: bool = Field(
+        False,
+        description="Fetch http(s) image URLs (timeout, size limit, http(s) redirects only); "
+        "off: such items are text-only. Never file://, chained or other URLs.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -498,7 +508,11 @@ def load_config(
     for item in overrides:
         keys, value = parse_override(item)
         _apply_override(data, keys, value, item)
-        is_input = keys[0] == "dataset" and len(keys) == 2 and keys[1] in ("interactions", "items")
+        is_input = (
+            keys[0] == "dataset"
+            and len(keys) == 2
+            and keys[1] in ("interactions", "items", "image_root")
+        )
         if is_input and isinstance(value, str):
             data["dataset"][keys[1]] = _resolve(value, base)
     if overrides:
@@ -521,7 +535,7 @@ def _resolve_dataset_paths(data: dict[str, Any], base: Path) -> None:
     dataset = data.get("dataset")
     if not isinstance(dataset, dict):
         return
-    for key in ("interactions", "items"):
+    for key in ("interactions", "items", "image_root"):
         value = dataset.get(key)
         if isinstance(value, str):
             dataset[key] = _resolve(value, base)

@@ -55,6 +55,7 @@ class Tally:
     seen: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0  # most requests being answered at once
+    images: set[str] = field(default_factory=set)  # sha256 of every image's bytes received
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> dict[str, Any]:
@@ -126,6 +127,18 @@ def _user_text(body: dict[str, Any]) -> str:
         for part in message["content"]
         if isinstance(part, dict)
     )
+
+
+def _image_digests(body: dict[str, Any]) -> set[str]:
+    """sha256 of the bytes of every image part (data URIs) of a request."""
+    digests = set()
+    for message in body["messages"]:
+        for part in message["content"] if isinstance(message["content"], list) else []:
+            url = (part.get("image_url") or {}).get("url", "") if isinstance(part, dict) else ""
+            if url.startswith("data:"):
+                data = base64.b64decode(url.split(",", 1)[1])
+                digests.add(hashlib.sha256(data).hexdigest())
+    return digests
 
 
 def _between(text: str, start: str, end: str) -> str:
@@ -263,7 +276,9 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                 body = None
             problem = validate(body, settings)
             key = hashlib.sha256(raw).hexdigest()
+            received = _image_digests(body) if problem is None else set()
             with tally.lock:
+                tally.images |= received
                 tally.requests += 1
                 tally.seen[key] += 1
                 nth = tally.seen[key]

@@ -29,6 +29,7 @@ from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWrit
 from neggen_core.attributes.keys import choose_keys, score_attributes
 from neggen_core.config import NeggenConfig
 from neggen_core.errors import BackendError
+from neggen_core.ingest.stage import image_policy
 from neggen_core.llm.backend import Backend, open_backend
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import ExtractionResult, ItemInput
@@ -79,7 +80,11 @@ def result_frames(
         common = {"item_idx": result.item_idx, "source": source, "prompt_version": prompt_version}
         status = {"status": result.status, "reason": result.reason}
         descriptions.append({**common, "modality": "text", "text": item.text() or None, **status})
-        if item.image_uri:
+        if item.image_uri and result.image_problem is not None:
+            # the image was not read: the item is text-only, the row says why
+            skipped = {"status": "skipped", "reason": f"image: {result.image_problem}"}
+            descriptions.append({**common, "modality": "image", "text": None, **skipped})
+        elif item.image_uri:
             visual = result.extraction.visual_description if result.extraction else None
             descriptions.append({**common, "modality": "image", "text": visual, **status})
         if result.extraction is not None:
@@ -149,7 +154,9 @@ class Job:
 
     @cached_property
     def backend(self) -> Backend:
-        return open_backend(self.config, self.store)
+        return open_backend(
+            self.config, self.store, image_policy(self.config, self.store, self.ingest)
+        )
 
     def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
         todo = still_to_do(writer, self.marker, numbers)
@@ -262,6 +269,14 @@ def _report(
         "items_with_key_attribute": with_key,
         "share_with_key_attribute": round(with_key / max(items.height, 1), 4),
         "items_with_image": items.get_column("image_uri").is_not_null().sum(),
+        "images_not_read": dict(
+            descriptions.filter((pl.col("modality") == "image") & (pl.col("status") == "skipped"))
+            .select(pl.col("reason").str.replace(r"^image: ", "").str.extract(r"^([^(:]+)"))
+            .group_by("reason")
+            .len()
+            .sort("reason")
+            .iter_rows()
+        ),
         "attributes_per_modality": dict(
             attributes.group_by("modality").len().sort("modality").iter_rows()
         ),

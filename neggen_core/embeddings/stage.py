@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from PIL import UnidentifiedImageError
 
 from neggen_core import progress
 from neggen_core.artifacts.schemas import (
@@ -42,6 +41,8 @@ from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, model_fingerprint
 from neggen_core.errors import ArtifactError
+from neggen_core.images import ImagePolicy, ImageRefused
+from neggen_core.ingest.stage import image_policy
 from neggen_core.sharding import Stats, still_to_do
 
 SCHEMA_VERSION = 2
@@ -183,7 +184,7 @@ def _modal_vectors(
 
 
 def _image_features(
-    items: pl.DataFrame, enabled: bool
+    items: pl.DataFrame, enabled: bool, images: ImagePolicy
 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     features = np.zeros((items.height, IMAGE_FEATURE_DIM), dtype=np.float32)
     present = np.zeros(items.height, dtype=bool)
@@ -194,10 +195,10 @@ def _image_features(
         if uri is None:
             continue
         try:
-            features[row] = image_features(uri)
+            features[row] = image_features(images.load(uri))
             present[row] = True
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            failures[str(item_idx)] = f"{uri}: {exc}"
+        except ImageRefused as exc:
+            failures[str(item_idx)] = str(exc)
     return features, present, failures
 
 
@@ -210,6 +211,7 @@ class Job:
     def __init__(
         self, config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
     ) -> None:
+        self.config, self.store = config, store
         self.settings = config.embeddings
         self.upstream = dict(upstream)
         self.inputs = gather_inputs(store, upstream)
@@ -258,7 +260,10 @@ class Job:
         item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
             items["text"].to_list(), items["visual"].to_list(), lookup, vectors
         )
-        features, has_image, image_failures = _image_features(items, settings.image_features)
+        images = image_policy(self.config, self.store, upstream["ingest"])
+        features, has_image, image_failures = _image_features(
+            items, settings.image_features, images
+        )
         writer.write_table(
             "item_embeddings",
             pa.table(

@@ -8,9 +8,6 @@ unit length, the whole divided by sqrt(2): one L2-normalised vector of `IMAGE_FE
 
 from __future__ import annotations
 
-import io
-
-import fsspec
 import numpy as np
 from PIL import Image
 
@@ -70,9 +67,7 @@ def pixel_features(pixels: np.ndarray) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-def image_features(uri: str) -> np.ndarray:
-    """The feature vector of the image at `uri` (any fsspec URI or path)."""
-    with fsspec.open(uri, "rb") as handle:
-        image = Image.open(io.BytesIO(handle.read())).convert("RGB")
-    image = image.resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
+def image_features(image: Image.Image) -> np.ndarray:
+    """The feature vector of an image (read under `neggen_core.images`' rules)."""
+    image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
     return pixel_features(np.asarray(image))

@@ -16,6 +16,7 @@ from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWrit
 from neggen_core.config import NeggenConfig
 from neggen_core.demo.generator import GENERATOR_VERSION, META_FILE, REVIEWS_FILE, generate_demo
 from neggen_core.errors import InputFormatError
+from neggen_core.images import ImagePolicy
 from neggen_core.ingest.pipeline import ingest_files
 
 SCHEMA_VERSION = 1
@@ -71,6 +72,17 @@ def demo_source(
         uri_of(store.fs, posixpath.join(folder, REVIEWS_FILE)),
         uri_of(store.fs, posixpath.join(folder, META_FILE)),
     )
+
+
+def image_policy(config: NeggenConfig, store: ArtifactStore, ingest: ArtifactRef) -> ImagePolicy:
+    """Where the items of this ingest artifact may have their images read from:
+    `dataset.image_root`, or the folder of the metadata file it read (which relative image
+    paths were resolved against)."""
+    root = config.dataset.image_root
+    if root is None:
+        items = store.manifest(ingest.stage, ingest.version).info.get("sources", {}).get("items")
+        root = posixpath.dirname(items) if items else None
+    return ImagePolicy(root=root, fetch_http=config.dataset.fetch_images)
 
 
 def build(

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from neggen_core.artifacts.store import ArtifactStore
 from neggen_core.config import NeggenConfig
+from neggen_core.images import ImagePolicy
 from neggen_core.llm.models import ExtractionResult, ItemInput
 
 OFFLINE_EXTRACTOR_VERSION = 4
@@ -34,14 +35,17 @@ class Backend(Protocol):
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     """The part of the LLM config that changes answers (never keys, timeouts, concurrency)."""
     llm = config.llm
+    fetched = {"fetch_images": True} if config.dataset.fetch_images else {}
     if llm.backend == "offline":
         return {
             "backend": "offline",
             "zero_shot": llm.zero_shot,
             "extractor_version": OFFLINE_EXTRACTOR_VERSION,
+            **fetched,
         }
     return {
         "backend": "vllm",
+        **fetched,
         "model": llm.vllm.model,
         "temperature": llm.vllm.temperature,
         "max_tokens": llm.vllm.max_tokens,
@@ -49,17 +53,20 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
     }
 
 
-def open_backend(config: NeggenConfig, store: ArtifactStore) -> Backend:
-    """The configured backend; the vLLM one checks its server first and keeps its response
-    cache under the artifact root."""
+def open_backend(
+    config: NeggenConfig, store: ArtifactStore, images: ImagePolicy | None = None
+) -> Backend:
+    """The configured backend, reading item images under `images` (none without it); the vLLM
+    one checks its server first and keeps its response cache under the artifact root."""
+    images = images or ImagePolicy(root=None)
     if config.llm.backend == "vllm":
         from neggen_core.llm.cache import ResponseCache
         from neggen_core.llm.vllm import VllmBackend
 
-        backend = VllmBackend(config.llm.vllm, ResponseCache.under(store))
+        backend = VllmBackend(config.llm.vllm, ResponseCache.under(store), images)
         backend.check_health()
         return backend
     from neggen_core.encoders.text import bundled_encoder
     from neggen_core.llm.offline import OfflineBackend, ZeroShot
 
-    return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None)
+    return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None, images)

@@ -94,6 +94,7 @@ class ExtractionResult(BaseModel):
     status: Status
     reason: str | None = None
     extraction: Extraction | None = None
+    image_problem: str | None = None  # why the item's image was not read (then: text only)
 
 
 class Intervention(BaseModel):

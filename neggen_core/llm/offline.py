@@ -10,17 +10,16 @@ stage marks the key features from users' train interactions (`neggen_core.attrib
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 from PIL import Image
 
 from neggen_core.encoders.text import SentenceModel
+from neggen_core.images import ImagePolicy, ImageRefused
 from neggen_core.llm.lexicon import COLOUR_RGB, find_attributes, nearest_colour
 from neggen_core.llm.models import Attribute, Extraction, ExtractionResult, ItemInput
 
@@ -143,11 +142,9 @@ def parse_image_description(text: str) -> dict[str, str]:
     }
 
 
-def read_image(uri: str) -> ImageReading:
+def read_image(image: Image.Image) -> ImageReading:
     """What the image shows: its dominant colour, the shape of its silhouette, its pattern."""
-    with fsspec.open(uri, "rb") as handle:
-        image = Image.open(io.BytesIO(handle.read())).convert("RGB")
-    image = image.resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
+    image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
     pixels = np.asarray(image)
     mask, background = silhouette(pixels)
     if mask.sum() < 0.02 * mask.size:
@@ -249,8 +246,9 @@ class OfflineBackend:
     name = "offline"
     marks_keys = False
 
-    def __init__(self, zero_shot: ZeroShot | None) -> None:
+    def __init__(self, zero_shot: ZeroShot | None, images: ImagePolicy) -> None:
         self.zero_shot = zero_shot
+        self.images = images
         self.model = "lexicon+pillow" + ("+all-MiniLM-L6-v2" if zero_shot else "")
         self._items = 0
 
@@ -268,13 +266,22 @@ class OfflineBackend:
             self.zero_shot.fill(items, text_attributes)
         results = []
         for item, attributes in zip(items, text_attributes, strict=True):
-            description = None
+            description, problem = None, None
             if item.image_uri:
-                reading = read_image(item.image_uri)
-                description = reading.description
-                attributes = attributes + reading.attributes
+                try:
+                    reading = read_image(self.images.load(item.image_uri))
+                except ImageRefused as exc:
+                    problem = str(exc)
+                else:
+                    description = reading.description
+                    attributes = attributes + reading.attributes
             extraction = Extraction(visual_description=description, attributes=attributes)
             results.append(
-                ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
+                ExtractionResult(
+                    item_idx=item.item_idx,
+                    status="ok",
+                    extraction=extraction,
+                    image_problem=problem,
+                )
             )
         return results

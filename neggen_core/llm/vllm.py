@@ -1,7 +1,8 @@
 """The vLLM backend: a vLLM server's OpenAI-compatible Chat Completions API, over HTTP.
 
 vLLM is an external service (`vllm serve <model>`), never a dependency of this package. Images
-go as `image_url` parts (base64 data URIs for local files, URLs as they are); replies are
+go as `image_url` parts holding the bytes the pipeline read under `neggen_core.images`' rules
+(base64 data URIs, never a URL for the server to fetch); replies are
 constrained with `response_format` = the JSON schema of `Extraction` and validated back through
 it. Requests run concurrently (bounded), each with a timeout; timeouts, connection errors, 429
 and 5xx are retried with exponential backoff and jitter, nothing else is. An invalid reply gets
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import mimetypes
 import os
 import random
 import re
@@ -27,11 +27,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 import aiohttp
-import fsspec
 from pydantic import BaseModel, ValidationError
 
 from neggen_core.config import VllmConfig
 from neggen_core.errors import BackendError, ServerUnavailable
+from neggen_core.images import ImagePolicy, ImageRefused
 from neggen_core.llm.cache import ResponseCache, request_key
 from neggen_core.llm.models import Extraction, ExtractionResult, ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
@@ -47,26 +47,24 @@ class TransientError(Exception):
     """A failure worth retrying: timeout, connection error, 429 or 5xx."""
 
 
-def image_part(uri: str) -> dict[str, Any]:
-    """An `image_url` content part: URLs as they are, local files as base64 data URIs."""
-    if uri.startswith(("http://", "https://", "data:")):
-        return {"type": "image_url", "image_url": {"url": uri}}
-    with fsspec.open(uri, "rb") as handle:
-        data = handle.read()
-    mime = mimetypes.guess_type(uri)[0] or "image/png"
+def image_part(data: bytes, mime: str) -> dict[str, Any]:
+    """An `image_url` content part holding the image's bytes as a base64 data URI (never a URL
+    for the server to fetch)."""
     encoded = base64.b64encode(data).decode()
     return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{encoded}"}}
 
 
-def extraction_messages(item: ItemInput) -> list[dict[str, Any]]:
-    """Template 1's chat messages for one item."""
+def extraction_messages(
+    item: ItemInput, image: tuple[bytes, str] | None = None
+) -> list[dict[str, Any]]:
+    """Template 1's chat messages for one item, with its image (bytes, MIME type) when read."""
     template = load_template(DESCRIBE_EXTRACT)
-    note = "The item's image is attached." if item.image_uri else "The item has no image."
+    note = "The item's image is attached." if image else "The item has no image."
     content: list[dict[str, Any]] = [
         {"type": "text", "text": template.render(item_text=item.text(), image_note=note)}
     ]
-    if item.image_uri:
-        content.append(image_part(item.image_uri))
+    if image:
+        content.append(image_part(*image))
     return [{"role": "user", "content": content}]
 
 
@@ -140,8 +138,9 @@ class VllmBackend:
     name = "vllm"
     marks_keys = True
 
-    def __init__(self, config: VllmConfig, cache: ResponseCache) -> None:
+    def __init__(self, config: VllmConfig, cache: ResponseCache, images: ImagePolicy) -> None:
         self.config = config
+        self.images = images
         self.model = config.model
         self.cache = cache
         self.prompt_version = load_template(DESCRIBE_EXTRACT).version
@@ -220,13 +219,20 @@ class VllmBackend:
         return asyncio.run(main())
 
     async def _one(self, session: Session, item: ItemInput) -> ExtractionResult:
+        image, problem = None, None
+        if item.image_uri:
+            try:
+                image = await asyncio.to_thread(self.images.read_checked, item.image_uri)
+            except ImageRefused as exc:
+                problem = str(exc)
+        result = ExtractionResult(item_idx=item.item_idx, status="ok", image_problem=problem)
         try:
             extraction = await self.ask(
-                session, extraction_messages(item), Extraction, self.prompt_version
+                session, extraction_messages(item, image), Extraction, self.prompt_version
             )
         except ReplyError as exc:
-            return ExtractionResult(item_idx=item.item_idx, status="invalid", reason=str(exc))
-        return ExtractionResult(item_idx=item.item_idx, status="ok", extraction=extraction)
+            return result.model_copy(update={"status": "invalid", "reason": str(exc)})
+        return result.model_copy(update={"extraction": extraction})
 
     async def ask(
         self,

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from PIL import Image
 
 from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, VllmConfig, load_config
 from neggen_core.errors import BackendError
+from neggen_core.images import ImagePolicy
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend, extraction_messages, response_format
@@ -23,6 +25,7 @@ from tests.standin_server import MODEL, Settings, StandIn, validate
 
 # An injected hang outlasts the client timeout; a real answer, even on a loaded machine, does not
 # (at 0.4 s, answers delayed by CPU contention timed out, were retried and counted twice).
+NO_IMAGES = ImagePolicy(root=None)
 FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.5, seed=3)
 
 
@@ -41,7 +44,7 @@ def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
 
 def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
     config = VllmConfig(base_url="http://127.0.0.1:9/v1", model="m")
-    backend = VllmBackend(config, ResponseCache.__new__(ResponseCache))
+    backend = VllmBackend(config, ResponseCache.__new__(ResponseCache), NO_IMAGES)
     with pytest.raises(
         BackendError, match=r"no vLLM server answers at http://127.0.0.1:9/v1/models .*vllm serve m"
     ):
@@ -50,6 +53,7 @@ def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
         wrong = VllmBackend(
             VllmConfig(base_url=server.base_url, model="other"),
             ResponseCache.__new__(ResponseCache),
+            NO_IMAGES,
         )
         with pytest.raises(
             BackendError, match=rf"does not serve 'other' \(it serves \['{MODEL}'\]\)"
@@ -59,25 +63,24 @@ def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_requests_follow_the_protocol(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 20)
+    Image.new("RGB", (8, 8), (200, 30, 40)).save(image)
     item = ItemInput(
         item_idx=1,
         title="Red Mug",
         description=None,
         brand=None,
         categories=("Home",),
-        image_uri=str(image),
+        image_uri="a.png",
     )
-    messages = extraction_messages(item)
+    read = ImagePolicy(root=str(tmp_path)).read_checked("a.png")
+    messages = extraction_messages(item, read)
     parts = messages[0]["content"]
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
     body = {"model": MODEL, "messages": messages, "response_format": response_format()}
     assert validate(body, Settings()) is None
-    url_item = item.model_copy(update={"image_uri": "https://example.com/a.jpg"})
-    assert (
-        extraction_messages(url_item)[0]["content"][1]["image_url"]["url"]
-        == "https://example.com/a.jpg"
-    )
+    # an image that was not read: no image part, and the prompt says there is none
+    alone = extraction_messages(item)[0]["content"]
+    assert len(alone) == 1 and "has no image" in alone[0]["text"]
     assert "schema" in response_format()["json_schema"]
     with StandIn() as server:
         request = urllib.request.Request(

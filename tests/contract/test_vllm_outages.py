@@ -16,6 +16,7 @@ from neggen_core.artifacts.schemas import DESCRIPTIONS
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, VllmConfig, load_config
 from neggen_core.errors import BackendError
+from neggen_core.images import ImagePolicy
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend
@@ -116,6 +117,7 @@ def test_identical_requests_in_flight_are_sent_once(tmp_path: Path) -> None:
         backend = VllmBackend(
             VllmConfig(base_url=server.base_url, model=MODEL),
             _cache(tmp_path),
+            ImagePolicy(root=None),
         )
         results = backend.extract([_item(i) for i in range(4)])
         assert server.tally.snapshot()["requests"] == 1
@@ -133,11 +135,13 @@ def test_a_corrupt_cache_entry_is_discarded_named_and_asked_again(
     with StandIn() as server:
         cache = _cache(tmp_path)
         config = VllmConfig(base_url=server.base_url, model=MODEL)
-        assert VllmBackend(config, cache).extract([_item(0)])[0].status == "ok"
+        assert (
+            VllmBackend(config, cache, ImagePolicy(root=None)).extract([_item(0)])[0].status == "ok"
+        )
         [entry] = list(Path(tmp_path, "cache").rglob("*.json"))
         entry.write_bytes(b'{"content": "trunc')
         with caplog.at_level(logging.WARNING):
-            again = VllmBackend(config, cache).extract([_item(0)])
+            again = VllmBackend(config, cache, ImagePolicy(root=None)).extract([_item(0)])
         assert server.tally.snapshot()["requests"] == 2
     assert again[0].status == "ok"
     assert f"discarded a corrupt LLM cache entry {entry}" in caplog.text

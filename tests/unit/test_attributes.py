@@ -56,7 +56,7 @@ def test_text_attributes_from_lexicons_and_patterns() -> None:
 def test_image_attributes_come_from_the_pixels(tmp_path: Path) -> None:
     path = tmp_path / "item.png"
     path.write_bytes(_draw("red", "triangle", "striped"))
-    reading = read_image(str(path))
+    reading = read_image(Image.open(path))
     assert {(a.name, a.value) for a in reading.attributes} == {
         ("colour", "red"),
         ("shape", "triangle"),
@@ -70,7 +70,7 @@ def test_image_attributes_come_from_the_pixels(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     path.write_bytes(buffer.getvalue())
-    recoloured = {(a.name, a.value) for a in read_image(str(path)).attributes}
+    recoloured = {(a.name, a.value) for a in read_image(Image.open(path)).attributes}
     assert ("colour", "green") in recoloured and ("colour", "red") not in recoloured
 
 
