@@ -138,7 +138,7 @@ def test_http_images_are_fetched_only_when_allowed(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         allowed = ImagePolicy(root=None, fetch_http=True)
         assert allowed.load(f"{base}/a.png").size == (4, 4)
-        with pytest.raises(ImageRefused, match="not fetched .*'file:///etc/passwd' is not allowed"):
+        with pytest.raises(ImageRefused, match=r"not fetched .*'file:///etc/passwd' is not"):
             allowed.read(f"{base}/file")
         with pytest.raises(ImageRefused, match="redirected to a URL that is not http"):
             allowed.read(f"{base}/ftp")
