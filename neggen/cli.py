@@ -15,6 +15,7 @@ from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import load_config
 from neggen_core.errors import NeggenError
 from neggen_core.models.registry import check_names
+from neggen_core.redaction import redact
 from neggen_core.stages import STAGE_ORDER, select_stages, status
 
 
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except NeggenError as exc:
-        print(f"neggen: error: {exc}", file=sys.stderr)
+        print(f"neggen: error: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

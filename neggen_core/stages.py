@@ -28,6 +28,7 @@ from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.evaluation import stage as evaluate_stage
 from neggen_core.ingest import stage as ingest_stage
 from neggen_core.negatives import stage as negatives_stage
+from neggen_core.redaction import redact
 from neggen_core.sharding import JobFactory, ShardedJob, Stats, pending, total
 from neggen_core.training import stage as train_stage
 
@@ -292,7 +293,7 @@ def status(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, A
     versions = plan_versions(config, extra)
     report: dict[str, Any] = {
         "dataset": config.dataset.name,
-        "root": config.artifacts.root,
+        "root": redact(config.artifacts.root),
         "stages": {name: _artifact_status(store, name, versions[name]) for name in STAGE_ORDER},
     }
     for spec in extra:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,22 @@ def demo_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str,
     for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]:
         refs[stage] = run_stage(config, stage, refs).ref  # type: ignore[arg-type]
     return root, refs
+
+
+def run_logs(since: datetime) -> str:
+    """The run logs written since `since`, as `task run name | message` lines, read back from
+    Prefect's API (not a captured stream: Prefect's console handler keeps the stream it was
+    configured with, which under pytest need not be the test's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    lines, names = [], {}
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(timestamp=LogFilterTimestamp(after_=since)), limit=200)
+        for log in logs:
+            if log.task_run_id is not None and log.task_run_id not in names:
+                names[log.task_run_id] = client.read_task_run(log.task_run_id).name
+            lines.append(f"{names.get(log.task_run_id, '')} | {log.message}")
+    return "\n".join(lines)

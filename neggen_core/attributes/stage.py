@@ -154,9 +154,7 @@ class Job:
 
     @cached_property
     def backend(self) -> Backend:
-        return open_backend(
-            self.config, self.store, image_policy(self.config, self.store, self.ingest)
-        )
+        return open_backend(self.config, self.store, image_policy(self.config, self.store))
 
     def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
         todo = still_to_do(writer, self.marker, numbers)

@@ -260,7 +260,7 @@ class Job:
         item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
             items["text"].to_list(), items["visual"].to_list(), lookup, vectors
         )
-        images = image_policy(self.config, self.store, upstream["ingest"])
+        images = image_policy(self.config, self.store)
         features, has_image, image_failures = _image_features(
             items, settings.image_features, images
         )

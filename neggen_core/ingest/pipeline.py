@@ -27,6 +27,7 @@ from neggen_core.artifacts.schemas import SPLITS
 from neggen_core.ingest.formats import FORMATS, LINE, SOURCE
 from neggen_core.ingest.literals import DROPPED, FIELD_NULLED
 from neggen_core.ingest.records import FileStats, Quarantine
+from neggen_core.redaction import redact
 
 ORDER = "_order"
 MIN_SPLITTABLE = 3
@@ -356,8 +357,11 @@ def _result(
     files: list[FileStats],
 ) -> IngestResult:
     quarantine = pl.concat([q.frame() for q in quarantines])
+    # the tables and the report name their files without credentials (userinfo, tokens)
+    named = {path: redact(path) for path in quarantine["source_file"].unique().to_list()}
+    quarantine = quarantine.with_columns(pl.col("source_file").replace_strict(named))
     report = clean.report | item_report
-    report["files"] = [vars(f) for f in files]
+    report["files"] = [vars(f) | {"path": redact(f.path)} for f in files]
     report["quarantine"] = {
         "total": quarantine.height,
         "by_action": dict(quarantine.group_by("action").len().sort("action").iter_rows()),

@@ -18,6 +18,7 @@ from neggen_core.demo.generator import GENERATOR_VERSION, META_FILE, REVIEWS_FIL
 from neggen_core.errors import InputFormatError
 from neggen_core.images import ImagePolicy
 from neggen_core.ingest.pipeline import ingest_files
+from neggen_core.redaction import redact
 
 SCHEMA_VERSION = 1
 TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
@@ -50,14 +51,21 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
     return {"format": dataset.format, "source": source, "ingest": config.ingest.model_dump()}
 
 
+def demo_folder(store: ArtifactStore, config: NeggenConfig) -> str:
+    """Where the demo catalogue of this config is written under the artifact root."""
+    demo = config.dataset.demo
+    assert demo is not None
+    return store.path("source", f"{demo.scale}-seed{demo.seed}-v{GENERATOR_VERSION}")
+
+
 def demo_source(
     store: ArtifactStore, config: NeggenConfig, progress: bool = True
 ) -> tuple[str, str]:
     """The demo catalogue's files under the artifact root, generated atomically when absent."""
     demo = config.dataset.demo
     assert demo is not None
-    name = f"{demo.scale}-seed{demo.seed}-v{GENERATOR_VERSION}"
-    folder = store.path("source", name)
+    folder = demo_folder(store, config)
+    name = posixpath.basename(folder)
     done = posixpath.join(folder, "COMPLETE")
     if not store.fs.exists(done):
         staging = posixpath.join(posixpath.dirname(folder), f".staging-{name}")
@@ -74,15 +82,16 @@ def demo_source(
     )
 
 
-def image_policy(config: NeggenConfig, store: ArtifactStore, ingest: ArtifactRef) -> ImagePolicy:
-    """Where the items of this ingest artifact may have their images read from:
-    `dataset.image_root`, or the folder of the metadata file it read (which relative image
-    paths were resolved against)."""
-    root = config.dataset.image_root
-    if root is None:
-        items = store.manifest(ingest.stage, ingest.version).info.get("sources", {}).get("items")
-        root = posixpath.dirname(items) if items else None
-    return ImagePolicy(root=root, fetch_http=config.dataset.fetch_images)
+def image_policy(config: NeggenConfig, store: ArtifactStore) -> ImagePolicy:
+    """Where item images may be read from: `dataset.image_root`, or the folder of the metadata
+    file (which ingest resolved relative image paths against; the demo's source folder)."""
+    dataset = config.dataset
+    root = dataset.image_root
+    if root is None and dataset.demo is not None:
+        root = uri_of(store.fs, demo_folder(store, config))
+    elif root is None and dataset.items is not None:
+        root = posixpath.dirname(dataset.items)
+    return ImagePolicy(root=root, fetch_http=dataset.fetch_images)
 
 
 def build(
@@ -109,7 +118,10 @@ def build(
         result = ingest_files(dataset.format, interactions, items, config.ingest.k_core, write)
         for done in writes:
             done.result()
-    result.report["sources"] = {"interactions": interactions, "items": items}
+    result.report["sources"] = {
+        "interactions": redact(interactions),
+        "items": redact(items) if items is not None else None,
+    }
     writer.write_json(REPORT, result.report)
     return {
         "format": dataset.format,

@@ -35,6 +35,7 @@ from neggen_core.images import ImagePolicy, ImageRefused
 from neggen_core.llm.cache import ResponseCache, request_key
 from neggen_core.llm.models import Extraction, ExtractionResult, ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
+from neggen_core.redaction import redact
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REPAIR = (
@@ -114,7 +115,8 @@ async def settle(base_url: str, awaitables: Sequence[Awaitable[Settled]]) -> lis
     lost = [r for r in results if isinstance(r, ServerUnavailable)]
     if lost:
         raise ServerUnavailable(
-            f"the vLLM server at {base_url} gave no reply for {len(lost)} of {len(results)} "
+            f"the vLLM server at {redact(base_url)} gave no reply for {len(lost)} of "
+            f"{len(results)} "
             f"items of this batch ({lost[0]}); nothing of the batch was written. When the "
             "server answers again, rerun the same command: the answers received are cached and "
             "only the rest are asked"
@@ -175,6 +177,7 @@ class VllmBackend:
         """The server answers and serves the model; otherwise a clear error saying how to
         start one."""
         url = f"{self.config.base_url.rstrip('/')}/models"
+        shown = redact(url)
         how = (
             f"start one with `vllm serve {self.model}` or `docker compose --profile gpu up vllm`, "
             "or set llm.vllm.base_url"
@@ -191,14 +194,14 @@ class VllmBackend:
         try:
             status, listing = asyncio.run(models())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            detail = str(exc) or type(exc).__name__
-            raise BackendError(f"no vLLM server answers at {url} ({detail}); {how}") from exc
+            detail = redact(str(exc) or type(exc).__name__)
+            raise BackendError(f"no vLLM server answers at {shown} ({detail}); {how}") from exc
         if status != 200:
-            raise BackendError(f"{url} answered HTTP {status}; {how}")
+            raise BackendError(f"{shown} answered HTTP {status}; {how}")
         served = [m.get("id") for m in (listing or {}).get("data", [])]
         if self.model not in served:
             raise BackendError(
-                f"{url} does not serve {self.model!r} (it serves {served}); "
+                f"{shown} does not serve {self.model!r} (it serves {served}); "
                 f"set llm.vllm.model or start the server with `vllm serve {self.model}`"
             )
 
@@ -345,7 +348,8 @@ class VllmBackend:
             except transient as exc:
                 if attempt >= self.config.max_retries:
                     raise ServerUnavailable(
-                        f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
+                        f"gave up after {attempt + 1} attempts: {type(exc).__name__}: "
+                        + redact(str(exc))
                     ) from exc
                 delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
                 self.counters["retries"] += 1

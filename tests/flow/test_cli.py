@@ -14,7 +14,7 @@ from neggen.cli import main
 from neggen_core.config import load_config
 from neggen_core.errors import ArtifactError
 from neggen_core.stages import STAGE_ORDER, built_ref
-from tests.conftest import DEMO_SETTINGS
+from tests.conftest import DEMO_SETTINGS, run_logs
 
 
 def _mtimes(folder: str) -> dict[str, int]:
@@ -29,25 +29,6 @@ def _uris(out: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in out.strip().splitlines() if ": " in line)
 
 
-def _run_logs(since: datetime) -> str:
-    """The run logs written since `since`, as `task run name | message` lines, read back from
-    Prefect's API (not a captured stream: Prefect's console handler keeps the stream it was
-    configured with, which under pytest need not be the test's)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()
-    lines, names = [], {}
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(timestamp=LogFilterTimestamp(after_=since)), limit=200)
-        for log in logs:
-            if log.task_run_id is not None and log.task_run_id not in names:
-                names[log.task_run_id] = client.read_task_run(log.task_run_id).name
-            lines.append(f"{names.get(log.task_run_id, '')} | {log.message}")
-    return "\n".join(lines)
-
-
 @pytest.mark.usefixtures("prefect_harness")
 def test_run_builds_then_skips_and_status_reports(
     root: str, capfd: pytest.CaptureFixture[str]
@@ -60,14 +41,14 @@ def test_run_builds_then_skips_and_status_reports(
     assert list(uris) == list(STAGE_ORDER)
     assert "test recall@20 = " in out
     assert all(Path(uri, "manifest.json").is_file() for uri in uris.values())
-    logs, since = _run_logs(since), datetime.now(UTC)
+    logs, since = run_logs(since), datetime.now(UTC)
     for stage in uris:
         assert f"{stage}: built version" in logs
     before = {stage: _mtimes(uri) for stage, uri in uris.items()}
 
     assert main(["run", *settings]) == 0
     capfd.readouterr()
-    logs, since = _run_logs(since), datetime.now(UTC)
+    logs, since = run_logs(since), datetime.now(UTC)
     assert logs.count("already built") == len(STAGE_ORDER) and "skipped" in logs
     assert {stage: _mtimes(uri) for stage, uri in uris.items()} == before
 
@@ -77,7 +58,7 @@ def test_run_builds_then_skips_and_status_reports(
     assert round_two["ingest"] == uris["ingest"] and round_two["attributes"] == uris["attributes"]
     for stage in ("negatives", "embeddings", "train", "evaluate"):
         assert round_two[stage] != uris[stage]
-    logs = _run_logs(since)
+    logs = run_logs(since)
     # reused: Prefect's cache (keyed by the artifact version, which exists) answers without
     # running the task; the cache key was recorded when the second run found them built
     for stage in ("ingest", "attributes"):
