@@ -9,7 +9,13 @@ from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
 from neggen_core.models.registry import check_names
-from neggen_core.stages import STAGES, built_ref, next_negatives_round, select_stages
+from neggen_core.stages import (
+    STAGES,
+    built_ref,
+    next_negatives_round,
+    remove_for_rebuild,
+    select_stages,
+)
 from tasks.attributes import attributes
 from tasks.embeddings import embeddings
 from tasks.evaluate import evaluate
@@ -30,15 +36,19 @@ def neggen(
     from_stage: str | None = None,
     until_stage: str | None = None,
     regenerate_negatives: bool = False,
+    rebuild: list[str] | None = None,
 ) -> dict[str, str]:
     """Run the pipeline's stages from `from_stage` to `until_stage`; returns their artifact URIs.
 
     A stage before `from_stage` is not run: its artifact for this config must already exist.
     `regenerate_negatives` builds the next negatives round (one past the highest built on the
-    same ingest and attributes) and what depends on it."""
+    same ingest and attributes) and what depends on it. `rebuild` names stages whose artifacts
+    for this config are removed first, and so built again (a damaged one, say)."""
     config = load_config(config_path, overrides or [])
     check_names(config.train)
     selected = select_stages(from_stage, until_stage)
+    for removed in remove_for_rebuild(config, rebuild or []):
+        get_run_logger().info("removed %s to build it again", removed)
     if regenerate_negatives:
         if "negatives" not in selected:
             raise ConfigError("regenerate_negatives needs the negatives stage in --from/--until")

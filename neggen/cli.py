@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import fsspec
 
@@ -39,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--from", dest="from_stage", choices=STAGE_ORDER, help="first stage to run")
     run.add_argument("--until", dest="until_stage", choices=STAGE_ORDER, help="last stage to run")
+    run.add_argument(
+        "--rebuild",
+        nargs="+",
+        choices=STAGE_ORDER,
+        metavar="STAGE",
+        help="remove these stages' artifacts for this config first, so they are built again",
+    )
 
     comp = commands.add_parser(
         "compare", help="train every method on the same artifacts; write the table and report"
@@ -86,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         from_stage=args.from_stage,
         until_stage=args.until_stage,
+        rebuild=args.rebuild,
     )
     for stage, uri in uris.items():
         print(f"{stage}: {uri}")
@@ -145,14 +154,30 @@ def _status(args: argparse.Namespace) -> int:
     report = status(load_config(args.config, args.overrides), extra=[COMPARE])
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    print(f"dataset {report['dataset']} under {report['root']}")
-    for name, stage in [*report["stages"].items(), ("compare", report["compare"])]:
-        print(f"  {name:<12} {stage['version']}  {_state(stage):<10}  {stage['path']}")
+    else:
+        print(f"dataset {report['dataset']} under {report['root']}")
+        for name, stage in [*report["stages"].items(), ("compare", report["compare"])]:
+            print(f"  {name:<12} {stage['version']}  {_state(stage):<10}  {stage['path']}")
+            for problem in stage["damaged"]:
+                print(f"      damaged: {problem}")
+    entries = [*report["stages"].items(), ("compare", report["compare"])]
+    direct = [name for name, stage in entries if stage["damaged"]]
+    if report["damaged"]:
+        rebuild = " ".join(name for name in direct if name != "compare")
+        print(
+            f"damaged: {', '.join(report['damaged'])}; rebuild with `neggen run --rebuild "
+            f"{rebuild}`",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
-def _state(stage: dict[str, object]) -> str:
+def _state(stage: dict[str, Any]) -> str:
+    if stage["damaged"]:
+        return "damaged"
+    if stage["damaged_upstream"]:
+        return "stale (damaged upstream)"
     if stage["up_to_date"]:
         return "up to date"
     return "stale" if stage["complete"] else "not built"

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from neggen_core.errors import ConfigError
 
@@ -30,6 +37,12 @@ class ArtifactsConfig(StrictModel):
     root: str = Field(
         "./artifacts",
         description="Folder or fsspec URI (memory://, s3://, gs://) that holds every artifact.",
+    )
+    lock_timeout_s: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a stage waits for another run building in the same dataset "
+        "(a lock on a local disk; object stores are not locked) before failing.",
     )
 
 
@@ -86,8 +99,13 @@ def _demo_dataset() -> DatasetConfig:
 
 
 class IngestConfig(StrictModel):
-    k_core: int = Field(
+    k_core: StrictInt = Field(
         5, ge=0, description="Iterative k-core: users and items keep at least k interactions."
+    )
+    max_line_bytes: StrictInt = Field(
+        1 << 20,
+        ge=1024,
+        description="A line longer than this is quarantined unparsed (memory stays bounded).",
     )
 
 

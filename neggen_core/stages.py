@@ -195,21 +195,72 @@ def run_stage(
     store = open_store(config)
     inputs = _inputs(config, spec, upstream)
     started = time.perf_counter()
-    if store.exists(spec.name, inputs.version):
-        return StageOutcome(store.ref(spec.name, inputs.version), skipped=True, seconds=0.0)
-    writer = _writer(spec, store, inputs)
-    if spec.job is not None:
-        try:
-            job = _held_job(config, spec, upstream, inputs.version)
-            built = job.build(writer, range(job.batches))
-            info = job.finish(writer, total([*shard_stats, built]))
-        finally:
-            _held.job = None
-    else:
-        assert spec.build is not None
-        info = spec.build(config, store, upstream, writer)
-    ref = writer.commit(info)
+    with store.lock(f"{spec.name} {inputs.version}", config.artifacts.lock_timeout_s):
+        for ref in upstream.values():
+            check_intact(store, ref.stage, ref.version)
+        if store.exists(spec.name, inputs.version):
+            check_intact(store, spec.name, inputs.version)
+            return StageOutcome(store.ref(spec.name, inputs.version), skipped=True, seconds=0.0)
+        writer = _writer(spec, store, inputs)
+        if spec.job is not None:
+            try:
+                job = _held_job(config, spec, upstream, inputs.version)
+                built = job.build(writer, range(job.batches))
+                info = job.finish(writer, total([*shard_stats, built]))
+            finally:
+                _held.job = None
+        else:
+            assert spec.build is not None
+            info = spec.build(config, store, upstream, writer)
+        ref = writer.commit(info)
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
+
+
+def remove_for_rebuild(config: NeggenConfig, stages: Sequence[str]) -> list[str]:
+    """Remove the artifacts these stages have under this config (under the dataset's lock), so
+    that the run builds them again; returns the folders removed."""
+    store = open_store(config)
+    versions = plan_versions(config)
+    removed = []
+    with store.lock(f"rebuild {', '.join(stages)}", config.artifacts.lock_timeout_s):
+        for stage in stages:
+            if stage not in versions:
+                raise ConfigError(f"--rebuild {stage}: no such stage (stages: {STAGE_ORDER})")
+            if store.exists(stage, versions[stage]) or store.fs.exists(
+                store.path(stage, versions[stage])
+            ):
+                store.remove(stage, versions[stage])
+                _verified.discard((store.root, store.dataset, stage, versions[stage]))
+                removed.append(store.ref(stage, versions[stage]).uri)
+    return removed
+
+
+_verified: set[tuple[str, str, str, str]] = set()
+
+
+def is_intact(store: ArtifactStore, stage: str, version: str) -> bool:
+    """Whether an artifact exists with every file as its manifest lists (once per process)."""
+    try:
+        check_intact(store, stage, version)
+    except ArtifactError:
+        return False
+    return True
+
+
+def check_intact(store: ArtifactStore, stage: str, version: str) -> None:
+    """An `ArtifactError` naming the damage and the fix when an artifact's files are not the
+    ones its manifest lists (checked once per process)."""
+    key = (store.root, store.dataset, stage, version)
+    if key in _verified:
+        return
+    problems = store.verify(stage, version)
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise ArtifactError(
+            f"{store.ref(stage, version).uri} is damaged: {'; '.join(problems[:2])}{more}. "
+            f"Rebuild it with `neggen run --rebuild {stage}` (or remove that folder)"
+        )
+    _verified.add(key)
 
 
 def _held_job(
@@ -271,31 +322,48 @@ def next_negatives_round(config: NeggenConfig) -> int:
     return max(rounds) + 1
 
 
-def _artifact_status(store: ArtifactStore, name: str, expected: str) -> dict[str, Any]:
-    version = expected
+def _artifact_status(
+    store: ArtifactStore, spec: StageSpec, expected: str, damaged: set[str]
+) -> dict[str, Any]:
+    """One stage's status; `damaged` collects the stages whose artifact (at the expected
+    version) is damaged or rests on a damaged one."""
+    name, version = spec.name, expected
     if not store.exists(name, expected):
         built = store.versions(name)
         version = built[-1] if built else expected
-    complete = store.exists(name, version) and not store.verify(name, version)
+    exists = store.exists(name, version)
+    problems = store.verify(name, version) if exists else []
+    upstream = [up for up in spec.upstream if up in damaged]
+    if exists and version == expected and (problems or upstream):
+        damaged.add(name)
+    complete = exists and not problems
     return {
         "version": version,
         "path": store.ref(name, version).uri,
         "complete": complete,
-        "up_to_date": complete and version == expected,
+        "up_to_date": complete and version == expected and not upstream,
         "expected_version": expected,
+        "damaged": problems,
+        "damaged_upstream": upstream,
     }
 
 
 def status(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, Any]:
-    """Each stage's artifact: version, path, whether it is complete and up to date; each
-    `extra` stage (the comparison) under its own name."""
+    """Each stage's artifact: version, path, whether it is complete (every file as its manifest
+    says, checksums included) and up to date (nor resting on a damaged artifact); each `extra`
+    stage (the comparison) under its own name."""
     store = open_store(config)
     versions = plan_versions(config, extra)
+    damaged: set[str] = set()
     report: dict[str, Any] = {
         "dataset": config.dataset.name,
         "root": redact(config.artifacts.root),
-        "stages": {name: _artifact_status(store, name, versions[name]) for name in STAGE_ORDER},
+        "stages": {
+            name: _artifact_status(store, STAGES[name], versions[name], damaged)
+            for name in STAGE_ORDER
+        },
     }
     for spec in extra:
-        report[spec.name] = _artifact_status(store, spec.name, versions[spec.name])
+        report[spec.name] = _artifact_status(store, spec, versions[spec.name], damaged)
+    report["damaged"] = sorted(damaged, key=[*STAGE_ORDER, *(s.name for s in extra)].index)
     return report

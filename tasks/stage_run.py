@@ -27,7 +27,14 @@ from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
 from neggen_core.sharding import Stats
-from neggen_core.stages import StageSpec, open_store, run_stage, spec_of, stage_version
+from neggen_core.stages import (
+    StageSpec,
+    is_intact,
+    open_store,
+    run_stage,
+    spec_of,
+    stage_version,
+)
 
 PROGRESS_STAGES = ("attributes", "negatives", "embeddings")
 LLM_STAGES = ("attributes", "negatives")
@@ -36,9 +43,9 @@ LLM_STAGES = ("attributes", "negatives")
 @dataclass
 class ArtifactVersion(CachePolicy):
     """Prefect's cache key for a stage task: its artifact's version and place, and only while
-    that artifact exists, so Prefect's cache and the artifact store always agree (a deleted
-    artifact is rebuilt, never served from Prefect's cache). Inputs are the config and upstream
-    `ArtifactRef`s, never data."""
+    that artifact exists intact, so Prefect's cache and the artifact store always agree (a
+    deleted or damaged artifact goes to the stage, never served from Prefect's cache). Inputs
+    are the config and upstream `ArtifactRef`s, never data."""
 
     stage: str | StageSpec = ""
 
@@ -54,7 +61,7 @@ class ArtifactVersion(CachePolicy):
         upstream = inputs.get("upstream") or {name: inputs[name] for name in spec.upstream}
         version = stage_version(config, spec, upstream)
         store = open_store(config)
-        if not store.exists(spec.name, version):
+        if not store.exists(spec.name, version) or not is_intact(store, spec.name, version):
             return None
         place = hashlib.sha256(store.path(spec.name, version).encode()).hexdigest()[:16]
         return f"neggen-{spec.name}-{version}-{place}"

@@ -12,15 +12,21 @@ is never read as an artifact: a non-resumable writer clears it, a resumable one 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
 import posixpath
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import polars as pl
@@ -111,6 +117,46 @@ def uri_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
+LOCK = ".lock"  # the dataset lock file, not an artifact: rewritten by every run
+_threads = threading.local()
+log = logging.getLogger(__name__)
+
+
+def _held_locks() -> dict[str, int]:
+    """This thread's dataset locks and how deeply each is held."""
+    if not hasattr(_threads, "locks"):
+        _threads.locks = {}
+    held: dict[str, int] = _threads.locks
+    return held
+
+
+def _acquire(handle: IO[str], path: str, purpose: str, timeout_s: float) -> None:
+    """flock `handle`, polling until `timeout_s`; then write who holds it."""
+    deadline = time.monotonic() + timeout_s
+    said = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            if time.monotonic() >= deadline:
+                raise ArtifactError(
+                    f"{path}: the dataset is in use by {holder}; waited {timeout_s:.0f} s. Run "
+                    "again when it is done (or stop it; artifacts.lock_timeout_s sets the wait)"
+                ) from None
+            if not said:
+                log.warning("waiting for %s, held by %s", path, holder)
+                said = True
+            time.sleep(0.2)
+    handle.seek(0)
+    handle.truncate(0)
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    handle.write(f"{purpose} (pid {os.getpid()} on {socket.gethostname()}, since {since})")
+    handle.flush()
+
+
 def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
     digest = hashlib.sha256()
     with fs.open(path, "rb") as handle:
@@ -167,8 +213,9 @@ class ArtifactStore:
                 f"run `neggen run --until {stage}` to build it"
             ) from exc
 
-    def verify(self, stage: str, version: str) -> list[str]:
-        """Problems with an artifact's files (missing, wrong size); empty when it is sound."""
+    def verify(self, stage: str, version: str, checksums: bool = True) -> list[str]:
+        """Problems with an artifact's files (missing, wrong size, and with `checksums` a
+        sha256 that is not the manifest's); empty when it is sound."""
         manifest = self.manifest(stage, version)
         base = self.path(stage, version)
         problems = []
@@ -176,10 +223,53 @@ class ArtifactStore:
         for entry in entries:
             path = posixpath.join(base, entry.path)
             if not self.fs.exists(path):
-                problems.append(f"{path}: missing")
+                problems.append(f"{uri_of(self.fs, path)}: missing")
             elif self.fs.size(path) != entry.bytes:
-                problems.append(f"{path}: {self.fs.size(path)} bytes, manifest says {entry.bytes}")
+                problems.append(
+                    f"{uri_of(self.fs, path)}: {self.fs.size(path)} bytes, the manifest says "
+                    f"{entry.bytes}"
+                )
+            elif checksums and _sha256(self.fs, path) != entry.sha256:
+                problems.append(f"{uri_of(self.fs, path)}: its sha256 is not the manifest's")
         return problems
+
+    def remove(self, stage: str, version: str) -> None:
+        """Delete an artifact: its manifest first (it stops being an artifact), then its files."""
+        folder = self.path(stage, version)
+        manifest = posixpath.join(folder, MANIFEST)
+        if self.fs.exists(manifest):
+            self.fs.rm(manifest)
+        if self.fs.exists(folder):
+            self.fs.rm(folder, recursive=True)
+
+    @contextmanager
+    def lock(self, purpose: str, timeout_s: float) -> Iterator[None]:
+        """Hold the dataset's lock (`<root>/<dataset>/.lock`) while building: a second holder
+        waits, up to `timeout_s`, then fails naming the holder. Re-entrant within a thread.
+        Only a local disk can be locked: on an object store this does nothing, and one pipeline
+        at a time per dataset is the user's to ensure."""
+        if not isinstance(self.fs, LocalFileSystem):
+            yield
+            return
+        path = posixpath.join(self._base, LOCK)
+        held = _held_locks()
+        if held.get(path, 0):
+            held[path] += 1
+            try:
+                yield
+            finally:
+                held[path] -= 1
+            return
+        self.fs.makedirs(self._base, exist_ok=True)
+        with open(path, "a+", encoding="utf-8") as handle:
+            _acquire(handle, path, purpose, timeout_s)
+            held[path] = 1
+            try:
+                yield
+            finally:
+                held[path] = 0
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read_table(
         self, ref: ArtifactRef, table: str, schema: pa.Schema, columns: list[str] | None = None
@@ -268,8 +358,21 @@ class ArtifactWriter:
         if store.exists(stage, version):
             raise ArtifactError(f"{store.path(stage, version)}: artifact already exists")
         if not resume and self.fs.exists(self.staging):
+            log.warning("cleared %s, left by an earlier attempt", uri_of(self.fs, self.staging))
             self.fs.rm(self.staging, recursive=True)
         self.fs.makedirs(self.staging, exist_ok=True)
+        if resume:
+            self._drop_broken_parts()
+
+    def _drop_broken_parts(self) -> None:
+        """An earlier attempt's part that does not read as Parquet (a damaged disk, a copied
+        folder) is removed, and said: its batch is built again."""
+        for path in self.fs.glob(posixpath.join(self.staging, "*", "part-*.parquet")):
+            try:
+                pq.read_metadata(path, filesystem=self.store.arrow_fs)
+            except (OSError, pa.ArrowInvalid) as exc:
+                log.warning("removed %s, a part that does not read (%s); rebuilding it", path, exc)
+                self.fs.rm(path)
 
     def _part_path(self, table: str, part: int) -> str:
         return posixpath.join(self.staging, table, f"part-{part:05d}.parquet")

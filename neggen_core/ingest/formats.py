@@ -18,13 +18,14 @@ from typing import Any
 import polars as pl
 
 from neggen_core.errors import InputFormatError
-from neggen_core.ingest.literals import DROPPED, LINE, Kind, sanitise
+from neggen_core.ingest.literals import DROPPED, LINE, Kind, is_unicode, sanitise
 from neggen_core.ingest.records import (
     FileStats,
     Quarantine,
     iter_line_blocks,
     read_bytes,
     read_records,
+    too_long_row,
 )
 
 SOURCE = "_file"
@@ -51,7 +52,8 @@ ITEM_COLUMNS = {
 }
 
 
-FileReader = Callable[[str, "Quarantine"], tuple[pl.DataFrame, FileStats]]
+FileReader = Callable[[str, Quarantine, int], tuple[pl.DataFrame, FileStats]]
+"""(path, quarantine, max_line_bytes) -> (raw frame, what reading saw)."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,17 @@ _REVIEWS_2014: dict[str, Kind] = {
 }
 
 
-def read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_reviews_2014(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Amazon 2014 and 2018 review lines (JSON)."""
-    frame, stats = read_records(path, _REVIEWS_2014, quarantine, what="Amazon review JSON lines")
+    frame, stats = read_records(
+        path,
+        _REVIEWS_2014,
+        quarantine,
+        what="Amazon review JSON lines",
+        max_line_bytes=max_line_bytes,
+    )
     frame = frame.rename(
         {
             "reviewerID": "user_id",
@@ -109,7 +119,9 @@ def read_reviews_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, 
     return _finish(frame, REVIEW_COLUMNS, path), stats
 
 
-def read_meta_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_meta_2014(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Amazon 2014 metadata: Python-literal lines (single-quoted dicts)."""
     kinds: dict[str, Kind] = {
         "asin": "str",
@@ -121,7 +133,12 @@ def read_meta_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, Fil
         "imUrl": "str",
     }
     meta, stats = read_records(
-        path, kinds, quarantine, parser="python", what="Amazon 2014 metadata (Python literals)"
+        path,
+        kinds,
+        quarantine,
+        parser="python",
+        what="Amazon 2014 metadata (Python literals)",
+        max_line_bytes=max_line_bytes,
     )
     meta = meta.with_columns(
         pl.col("categories").list.eval(pl.element().explode()).list.unique(maintain_order=True)
@@ -129,7 +146,9 @@ def read_meta_2014(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, Fil
     return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 
-def read_meta_2018(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_meta_2018(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Amazon 2018 metadata: JSON lines, with lists for text, categories and images."""
     kinds: dict[str, Kind] = {
         "asin": "str",
@@ -142,7 +161,13 @@ def read_meta_2018(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, Fil
         "imageURL": "str_list",
         "imageURLHighRes": "str_list",
     }
-    meta, stats = read_records(path, kinds, quarantine, what="Amazon 2018 metadata JSON lines")
+    meta, stats = read_records(
+        path,
+        kinds,
+        quarantine,
+        what="Amazon 2018 metadata JSON lines",
+        max_line_bytes=max_line_bytes,
+    )
     empty = pl.lit([], dtype=pl.List(pl.String()))
     meta = meta.select(
         pl.col("asin").alias("item_id"),
@@ -162,7 +187,9 @@ def read_meta_2018(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, Fil
 # -- Amazon Reviews 2023 ----------------------------------------------------------------------
 
 
-def read_reviews_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_reviews_2023(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Amazon Reviews 2023 review JSONL: items keyed by parent_asin, timestamps in ms."""
     review_kinds: dict[str, Kind] = {
         "user_id": "str",
@@ -172,7 +199,11 @@ def read_reviews_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, 
         "timestamp": "scalar",
     }
     reviews, stats = read_records(
-        path, review_kinds, quarantine, what="Amazon 2023 review JSON lines"
+        path,
+        review_kinds,
+        quarantine,
+        what="Amazon 2023 review JSON lines",
+        max_line_bytes=max_line_bytes,
     )
     reviews = reviews.with_columns(pl.coalesce("parent_asin", "asin").alias("item_id")).drop(
         "parent_asin", "asin"
@@ -180,7 +211,9 @@ def read_reviews_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, 
     return _finish(reviews, REVIEW_COLUMNS, path), stats
 
 
-def read_meta_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_meta_2023(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Amazon Reviews 2023 metadata JSONL."""
     item_kinds: dict[str, Kind] = {
         "parent_asin": "str",
@@ -193,7 +226,13 @@ def read_meta_2023(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, Fil
         "price": "scalar",
         "images": "images",
     }
-    meta, stats = read_records(path, item_kinds, quarantine, what="Amazon 2023 metadata JSON lines")
+    meta, stats = read_records(
+        path,
+        item_kinds,
+        quarantine,
+        what="Amazon 2023 metadata JSON lines",
+        max_line_bytes=max_line_bytes,
+    )
     empty = pl.lit([], dtype=pl.List(pl.String()))
     images = pl.col("images")
     meta = meta.select(
@@ -241,17 +280,29 @@ def _decode_lines(
 
 
 def read_tsv(
-    path: str, quarantine: Quarantine, required: tuple[str, ...]
+    path: str, quarantine: Quarantine, required: tuple[str, ...], max_line_bytes: int
 ) -> tuple[pl.DataFrame, FileStats]:
     """A tab-separated file with a header line (RecBole `name:type` headers allowed)."""
     stats = FileStats(path=path)
     header: list[str] | None = None
     pieces: list[pl.DataFrame] = []
-    for first, block, _ in iter_line_blocks(path):
-        split = block.split(b"\n")
-        stats.lines += len(split)
-        kept = [(first + i, ln.rstrip(b"\r")) for i, ln in enumerate(split) if ln.strip()]
-        stats.blank += len(split) - len(kept)
+    for block in iter_line_blocks(path, max_line_bytes):
+        stats.lines += block.lines
+        if block.too_long is not None:
+            quarantine.rows.append(
+                too_long_row(path, block.first, block.data, block.too_long, max_line_bytes)
+            )
+            continue
+        split = block.data.split(b"\n")
+        kept = []
+        for number, line in enumerate(split, start=block.first):
+            if not line.strip():
+                continue
+            if len(line) > max_line_bytes:
+                quarantine.rows.append(too_long_row(path, number, line, len(line), max_line_bytes))
+            else:
+                kept.append((number, line.rstrip(b"\r")))
+        stats.blank += sum(1 for line in split if not line.strip())
         if header is None and kept:
             header_line = kept.pop(0)[1].decode("utf-8", errors="replace")
             header = [name.split(":")[0].strip() for name in header_line.split("\t")]
@@ -308,9 +359,11 @@ def read_tsv(
     return frame, stats
 
 
-def read_mmrec_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_mmrec_inter(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """MMRec `<name>.inter`: userID, itemID, rating, timestamp, x_label (0/1/2 = its split)."""
-    inter, stats = read_tsv(path, quarantine, ("userID", "itemID"))
+    inter, stats = read_tsv(path, quarantine, ("userID", "itemID"), max_line_bytes)
     if "x_label" in inter.columns:
         label = pl.col("x_label")
         bad = inter.filter(~label.is_in(list(_MMREC_SPLITS)) | label.is_null())
@@ -332,10 +385,12 @@ def read_mmrec_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, F
     return _finish(reviews, REVIEW_COLUMNS, path), stats
 
 
-def read_mmrec_items(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_mmrec_items(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """Optional item text for MMRec data: a TSV keyed by itemID with any of title,
     description, brand, categories ("A, B"), price, image_uri (or imUrl)."""
-    text, stats = read_tsv(path, quarantine, ("itemID",))
+    text, stats = read_tsv(path, quarantine, ("itemID",), max_line_bytes)
     renames = {"itemID": "item_id", "imUrl": "image_uri"}
     text = text.rename({k: v for k, v in renames.items() if k in text.columns})
     if "categories" in text.columns:
@@ -361,15 +416,31 @@ def _load_document(path: str) -> Any:
         ) from exc
 
 
+def _unicode_keys(
+    document: dict[str, Any], what: str, path: str, quarantine: Quarantine
+) -> dict[str, Any]:
+    """The entries whose key is encodable text; a key with a lone surrogate escape is
+    quarantined with its entry."""
+    kept = {key: value for key, value in document.items() if is_unicode(key)}
+    for key in (key for key in document if key not in kept):
+        reason = f"{what} id {key!r} is not valid Unicode text (a lone surrogate escape)"
+        quarantine.add(path, None, _entry(key, document[key]), reason, DROPPED)
+    return kept
+
+
 def _entry(key: str, value: Any) -> str:
     return json.dumps({key: value})[:500]
 
 
-def read_index_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_index_inter(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """`<name>.inter.json`: {user: [item index, ...]}, each list in time order."""
     users = _load_document(path)
     if not isinstance(users, dict):
         raise InputFormatError(f"{path}: expected an object of user -> list of item indices")
+    entries = len(users)
+    users = _unicode_keys(users, "user", path, quarantine)
     try:
         frame = pl.DataFrame(
             {"user_id": list(users.keys()), "items": list(users.values())},
@@ -383,15 +454,19 @@ def read_index_inter(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, F
         .select("user_id", pl.col("items").cast(pl.String()).alias("item_id"))
         .with_columns(pl.lit(None, dtype=pl.Int64()).alias(LINE))
     )
-    stats = FileStats(path=path, lines=len(users), records=reviews.height)
+    stats = FileStats(path=path, lines=entries, records=reviews.height)
     return _finish(reviews, REVIEW_COLUMNS, path), stats
 
 
-def read_index_items(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, FileStats]:
+def read_index_items(
+    path: str, quarantine: Quarantine, max_line_bytes: int
+) -> tuple[pl.DataFrame, FileStats]:
     """`<name>.item.json`: {item index: {title, description, brand, categories "A, B, C"}}."""
     meta_doc = _load_document(path)
     if not isinstance(meta_doc, dict):
         raise InputFormatError(f"{path}: expected an object of item index -> item text")
+    entries = len(meta_doc)
+    meta_doc = _unicode_keys(meta_doc, "item", path, quarantine)
     kinds: dict[str, Kind] = {
         "title": "str",
         "description": "str",
@@ -412,9 +487,7 @@ def read_index_items(path: str, quarantine: Quarantine) -> tuple[pl.DataFrame, F
             rows.append({"item_id": key, **row})
     schema = {"item_id": pl.String(), **{k: v for k, v in ITEM_COLUMNS.items() if k in kinds}}
     meta = pl.DataFrame(rows, schema=schema, orient="row")
-    stats = FileStats(
-        path=path, lines=len(meta_doc), records=meta.height, dropped=len(meta_doc) - meta.height
-    )
+    stats = FileStats(path=path, lines=entries, records=meta.height, dropped=entries - meta.height)
     return _resolve_images(_finish(meta, ITEM_COLUMNS, path), path), stats
 
 

@@ -82,6 +82,22 @@ def _coerce(value: Any, kind: Kind) -> tuple[bool, Any]:
     return False, None
 
 
+def is_unicode(value: Any) -> bool:
+    """Whether every string in a coerced value is encodable text (JSON and Python literals
+    can spell a lone surrogate, `"\\ud800"`, which no UTF-8 table can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(is_unicode(v) for v in value)
+    if isinstance(value, dict):
+        return all(is_unicode(v) for v in value.values())
+    return True
+
+
 def sanitise(
     record: Any,
     kinds: dict[str, Kind],
@@ -106,6 +122,10 @@ def sanitise(
         if not ok:
             reason = f"field {name!r}: expected {EXPECTED[kind]}, got {type(value).__name__}"
             sink.append(quarantine_row(source, line, raw, reason, FIELD_NULLED))
+        elif not is_unicode(coerced):
+            reason = f"field {name!r}: not valid Unicode text (a lone surrogate escape)"
+            sink.append(quarantine_row(source, line, raw, reason, FIELD_NULLED))
+            coerced = None
         out[name] = coerced
     return out
 

@@ -24,13 +24,16 @@ import numpy as np
 import polars as pl
 
 from neggen_core.artifacts.schemas import SPLITS
+from neggen_core.errors import InputFormatError
 from neggen_core.ingest.formats import FORMATS, LINE, SOURCE
 from neggen_core.ingest.literals import DROPPED, FIELD_NULLED
-from neggen_core.ingest.records import FileStats, Quarantine
+from neggen_core.ingest.records import MAX_LINE_BYTES, FileStats, Quarantine
 from neggen_core.redaction import redact
 
 ORDER = "_order"
 MIN_SPLITTABLE = 3
+LATEST_TIMESTAMP = 4_102_444_800  # 2100-01-01, in seconds
+THOUSANDS = r"^\d{1,3}(,\d{3})+(\.\d+)?$"
 ITEM_TEXT: dict[str, pl.DataType] = {
     "title": pl.String(),
     "description": pl.String(),
@@ -81,55 +84,75 @@ def _quarantine_rows(
     )
 
 
+@dataclass(frozen=True)
+class Number:
+    """How a raw column parses: its type and the range a value must be in (inclusive)."""
+
+    dtype: pl.DataType
+    low: float = -float("inf")
+    high: float = float("inf")
+    meaning: str = ""
+
+
 def _parse_numbers(
     frame: pl.DataFrame,
-    columns: dict[str, pl.DataType],
+    columns: dict[str, Number],
     fields: list[str],
     quarantine: Quarantine,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Parse raw string columns to numbers; unparsable values are nulled and quarantined.
+    """Parse raw string columns to numbers; a value that does not parse, does not fit its
+    type or is out of its range is nulled, and quarantined with the record kept.
 
     A plain cast parses the usual case; only when some value fails it (padding, "4.0" for an
-    integer, junk) does the full parse run, which strips, retries and flags what is left."""
+    integer, junk, out of range) does the full parse run, which strips, retries and flags what
+    is left."""
+
+    def in_range(value: pl.Expr, number: Number) -> pl.Expr:
+        return value.is_finite() & value.is_between(number.low, number.high)
+
     plain = {
-        name: pl.col(name).cast(pl.Int64 if dtype == pl.Int64() else pl.Float64, strict=False)
-        for name, dtype in columns.items()
+        name: pl.col(name).cast(pl.Int64 if n.dtype == pl.Int64() else pl.Float64, strict=False)
+        for name, n in columns.items()
     }
     failed = frame.select(
-        (pl.col(name).is_not_null() & (value.is_null() | ~value.is_finite())).sum().alias(name)
+        (pl.col(name).is_not_null() & ~in_range(value, columns[name]).fill_null(False))
+        .sum()
+        .alias(name)
         for name, value in plain.items()
     ).row(0, named=True)
     if not any(failed.values()):
-        casts = [value.cast(columns[name]).alias(name) for name, value in plain.items()]
+        casts = [value.cast(columns[name].dtype).alias(name) for name, value in plain.items()]
         return frame.with_columns(casts), dict.fromkeys(columns, 0)
 
-    parsed, flags = [], []
-    for name, dtype in columns.items():
+    parsed, flags, reasons = [], [], {}
+    for name, number in columns.items():
         raw = pl.col(name).str.strip_chars()
         present = raw.is_not_null() & (raw != "")
         integer = raw.cast(pl.Int64, strict=False)
         real = raw.cast(pl.Float64, strict=False)
-        number = pl.coalesce(integer.cast(pl.Float64), real)
-        bad = present & (number.is_null() | ~number.is_finite())
-        value = (
-            pl.coalesce(integer, real.cast(pl.Int64, strict=False))
-            if dtype == pl.Int64()
-            else number
-        )
-        parsed.append(pl.when(bad).then(None).otherwise(value).cast(dtype).alias(name))
+        value = pl.coalesce(integer.cast(pl.Float64), real)
+        if number.dtype == pl.Int64():
+            value = pl.coalesce(integer, real.cast(pl.Int64, strict=False)).cast(pl.Float64)
+        unparsable = present & real.is_null() & integer.is_null()
+        bad = present & ~in_range(value, number).fill_null(False)
+        parsed.append(pl.when(bad).then(None).otherwise(value).cast(number.dtype).alias(name))
         flags.append(bad.fill_null(False).alias(f"_bad_{name}"))
+        flags.append(unparsable.fill_null(False).alias(f"_unparsable_{name}"))
+        reasons[name] = (
+            pl.when(pl.col(f"_unparsable_{name}"))
+            .then(pl.format(f"unparsable {name} '{{}}'", pl.col(name)))
+            .otherwise(pl.format(f"{name} '{{}}' is out of range ({number.meaning})", pl.col(name)))
+        )
     flagged = frame.lazy().with_columns(flags).collect()
     counts = {}
     for name in columns:
         rows = flagged.filter(pl.col(f"_bad_{name}"))
         counts[name] = rows.height
         if rows.height:
-            reason = pl.format(
-                f"unparsable {name} '{{}}'; record kept with {name} null", pl.col(name)
-            )
+            reason = pl.format(f"{{}}; record kept with {name} null", reasons[name])
             quarantine.extend(_quarantine_rows(rows, fields, reason, FIELD_NULLED))
-    parsed_frame = flagged.lazy().with_columns(parsed).drop(f"_bad_{n}" for n in columns)
-    return parsed_frame.collect(), counts
+    helpers = [c for c in flagged.columns if c.startswith(("_bad_", "_unparsable_"))]
+    return flagged.lazy().with_columns(parsed).drop(helpers).collect(), counts
 
 
 def _drop_missing_ids(reviews: pl.DataFrame, quarantine: Quarantine) -> pl.DataFrame:
@@ -204,12 +227,16 @@ def clean_interactions(
         )
 
     fields = ["user_id", "item_id", "rating", "timestamp"]
-    parsed, bad = _parse_numbers(
-        reviews.with_row_index(ORDER),
-        {"rating": pl.Float32(), "timestamp": pl.Int64()},
-        fields,
-        quarantine,
-    )
+    numbers = {
+        "rating": Number(pl.Float32()),
+        "timestamp": Number(
+            pl.Int64(),
+            low=0,
+            high=LATEST_TIMESTAMP * timestamp_divisor,
+            meaning="Unix time between 1970 and 2100",
+        ),
+    }
+    parsed, bad = _parse_numbers(reviews.with_row_index(ORDER), numbers, fields, quarantine)
     parsed = parsed.with_columns(pl.col("timestamp") // timestamp_divisor)
     with_ids = _drop_missing_ids(parsed, quarantine)
     step("missing_ids", parsed.height, with_ids.height)
@@ -283,6 +310,23 @@ def _clean_text(column: str) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text).alias(column)
 
 
+def _unambiguous_prices(items: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFrame, int]:
+    """Null and quarantine the prices whose commas could mean two things: "12,99" (a decimal
+    comma, or 1299?) and "1,2,3"; a comma is read only as a thousands separator ("1,299.00")."""
+    body = pl.col("price").str.strip_chars().str.strip_prefix("$").str.strip_chars()
+    ambiguous = body.str.contains(",", literal=True) & ~body.str.contains(THOUSANDS)
+    rows = items.filter(ambiguous.fill_null(False))
+    if rows.height:
+        reason = pl.format(
+            "ambiguous price '{}' (a comma is read only as a thousands separator, as in "
+            "1,299.00); record kept with price null",
+            pl.col("price"),
+        )
+        quarantine.extend(_quarantine_rows(rows, ["item_id", "price"], reason, FIELD_NULLED))
+    kept = pl.when(ambiguous).then(None).otherwise(pl.col("price")).alias("price")
+    return items.with_columns(kept), rows.height
+
+
 def clean_items(meta: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFrame, dict[str, int]]:
     """Deduplicate metadata (first record wins), parse prices, clean text."""
     item_id = pl.col("item_id").str.strip_chars()
@@ -297,12 +341,12 @@ def clean_items(meta: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFram
     if duplicates.height:
         reason = pl.format("duplicate metadata for item {}; the first record is kept", "item_id")
         quarantine.extend(_quarantine_rows(duplicates, ["item_id", "title"], reason, DROPPED))
+    items, ambiguous = _unambiguous_prices(items.filter(first), quarantine)
     price = pl.col("price").str.replace_all(r"[$,\s]", "")
     missing_word = price.str.to_lowercase().is_in(["none", "null", "nan"])
-    items = items.filter(first).with_columns(
-        pl.when(missing_word).then(None).otherwise(price).alias("price")
-    )
-    items, bad = _parse_numbers(items, {"price": pl.Float64()}, ["item_id", "price"], quarantine)
+    items = items.with_columns(pl.when(missing_word).then(None).otherwise(price).alias("price"))
+    positive = Number(pl.Float64(), low=0, meaning="a price is not negative")
+    items, bad = _parse_numbers(items, {"price": positive}, ["item_id", "price"], quarantine)
     items = items.with_columns(
         _clean_text("title"),
         _clean_text("description"),
@@ -313,7 +357,7 @@ def clean_items(meta: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFram
         "metadata_records": meta.height,
         "metadata_without_id": no_id.height,
         "duplicate_metadata": duplicates.height,
-        "unparsable_prices": bad["price"],
+        "unparsable_prices": bad["price"] + ambiguous,
     }
     return items, counts
 
@@ -375,6 +419,27 @@ def _result(
     )
 
 
+def _require_interactions(path: str, clean: CleanInteractions, stats: FileStats) -> None:
+    """A clear error when nothing is left to train on, naming the file and the step that
+    removed the last interaction."""
+    if clean.interactions.height:
+        return
+    if stats.records == 0:
+        raise InputFormatError(
+            f"{redact(path)}: no interaction records ({stats.lines} lines, {stats.blank} blank, "
+            f"{stats.dropped} quarantined); check dataset.interactions"
+        )
+    emptied = next(step for step in clean.report["steps"] if step["rows_out"] == 0)
+    fix = {
+        "k_core": "lower ingest.k_core",
+        "too_short_to_split": f"every user has fewer than {MIN_SPLITTABLE} interactions",
+    }.get(emptied["step"], "check the file (see the quarantine)")
+    raise InputFormatError(
+        f"{redact(path)}: no interaction left after the {emptied['step']!r} step "
+        f"({stats.records} records read); {fix}"
+    )
+
+
 def build_tables(
     reviews: pl.DataFrame,
     meta: pl.DataFrame | None,
@@ -394,6 +459,7 @@ def ingest_files(
     items: str | None,
     k: int,
     sink: Callable[[str, pl.DataFrame], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> IngestResult:
     """Read and ingest one dataset.
 
@@ -404,9 +470,12 @@ def ingest_files(
     spec = FORMATS[fmt]
     review_quarantine, item_quarantine = Quarantine(), Quarantine()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neggen-meta") as pool:
-        pending = pool.submit(spec.read_items, items, item_quarantine) if items else None
-        reviews, review_stats = spec.read_reviews(interactions, review_quarantine)
+        pending = (
+            pool.submit(spec.read_items, items, item_quarantine, max_line_bytes) if items else None
+        )
+        reviews, review_stats = spec.read_reviews(interactions, review_quarantine, max_line_bytes)
         clean = clean_interactions(reviews, k, review_quarantine, spec.timestamp_divisor)
+        _require_interactions(interactions, clean, review_stats)
         if sink is not None:
             sink("users", clean.users)
             sink("interactions", clean.interactions)

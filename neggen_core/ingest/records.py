@@ -1,9 +1,14 @@
 """Reading record files line by line, fast, without losing a malformed record.
 
-Lines are read by polars (the whole file in one call, gzip inflated in Rust; big files block by
-block). JSON lines are decoded by polars; a batch that fails is halved until the bad lines are
-isolated, and only those are parsed in Python, to say why they are bad. Every bad line or bad
-field is written to the quarantine with its file, line number and reason.
+A local file's lines are read by polars' streaming engine (gzip inflated in Rust) in batches
+of at most `BLOCK_LINES`, blank ones counted and dropped as they come; any other file, or one
+polars cannot read, is streamed in blocks of whole lines (at most `BLOCK_BYTES` and
+`BLOCK_LINES` each, gzip inflated in capped steps). Either way memory follows the lines that
+hold something, not the file (a gzip of a billion newlines costs nothing); a line longer than
+`max_line_bytes` is quarantined unparsed. JSON lines are decoded by polars; a batch that fails
+is halved until the bad lines are isolated, and only those are parsed in Python, to say why
+they are bad. Every bad line or bad field is written to the quarantine with its file, line
+number and reason.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from neggen_core.errors import InputFormatError
 from neggen_core.ingest.literals import (
     DROPPED,
     LINE,
+    RECORD_PREVIEW,
     Kind,
     Parser,
     parse_lines,
@@ -40,8 +46,10 @@ _DTYPES: dict[Kind, pl.DataType] = {
 }
 
 BLOCK_BYTES = 32 << 20
-WHOLE_FILE_BYTES = 256 << 20
+BLOCK_LINES = 1 << 20
+MAX_LINE_BYTES = 1 << 20
 OFFLOAD_LINES = 4096
+SURROGATE_ESCAPE = r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
 
 
 @dataclass
@@ -91,11 +99,14 @@ def records_frame(records: bytes, kinds: dict[str, Kind]) -> pl.DataFrame:
 
 
 def iter_bytes(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """The bytes of a local path or fsspec URI in large chunks, gunzipped when it is gzip.
+    """The bytes of a local path or fsspec URI in chunks of at most `chunk_bytes`, gunzipped
+    when it is gzip.
 
     Gzip is inflated with zlib in big steps rather than through `gzip.GzipFile`, whose
     8 KiB-at-a-time loop re-takes the GIL hundreds of times a megabyte and so stalls whenever
-    another thread is busy (ingest parses metadata in a second thread).
+    another thread is busy (ingest parses metadata in a second thread). Each step's output is
+    capped, so a small file that inflates to gigabytes (a gzip of newlines) is read in bounded
+    memory like any other.
     """
     try:
         handle = fsspec.open(path, "rb").open()
@@ -106,22 +117,23 @@ def iter_bytes(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
     except OSError as exc:
         raise InputFormatError(f"{path}: cannot open ({exc})") from exc
     with handle:
-        first = handle.read(chunk_bytes // 8)
-        if first[:2] != b"\x1f\x8b":
-            while first:
-                yield first
-                first = handle.read(chunk_bytes)
+        pending = handle.read(chunk_bytes // 8)
+        if pending[:2] != b"\x1f\x8b":
+            while pending:
+                yield pending
+                pending = handle.read(chunk_bytes)
             return
         inflater = zlib.decompressobj(wbits=31)
-        compressed = first
         try:
-            while compressed:
-                yield inflater.decompress(compressed)
-                while inflater.eof and inflater.unused_data:  # a multi-member gzip file
-                    rest = inflater.unused_data
+            while pending:
+                piece = inflater.decompress(pending, chunk_bytes)
+                if piece:
+                    yield piece
+                if inflater.eof and inflater.unused_data:  # a multi-member gzip file
+                    pending = inflater.unused_data
                     inflater = zlib.decompressobj(wbits=31)
-                    yield inflater.decompress(rest)
-                compressed = handle.read(chunk_bytes // 8)
+                    continue
+                pending = inflater.unconsumed_tail or handle.read(chunk_bytes // 8)
             yield inflater.flush()
         except zlib.error as exc:
             raise InputFormatError(
@@ -138,63 +150,188 @@ def read_bytes(path: str) -> bytes:
     return b"".join(iter_bytes(path))
 
 
-def iter_line_blocks(path: str) -> Iterator[tuple[int, bytes, int]]:
-    """Yield (number of the first line, block, lines in it); a block is whole lines joined by
-    newlines."""
+@dataclass(frozen=True)
+class LineBlock:
+    """Whole lines of a file, joined by newlines, starting at line `first`; or one line longer
+    than the limit, not kept: only its start (`data`) and its size in bytes (`too_long`)."""
+
+    first: int
+    data: bytes
+    lines: int
+    too_long: int | None = None
+
+
+def _dense_split(first: int, data: bytes) -> Iterator[LineBlock]:
+    """`data` as blocks of at most `BLOCK_LINES` lines, so that a block of very short lines
+    (blank ones) does not become millions of rows at once."""
+    lines = data.count(b"\n") + 1
+    if lines <= BLOCK_LINES:
+        yield LineBlock(first, data, lines)
+        return
+    cut = data.rfind(b"\n", 0, len(data) // 2 + 1)
+    if cut < 0:
+        cut = data.find(b"\n")
+    head = data[:cut]
+    yield from _dense_split(first, head)
+    yield from _dense_split(first + head.count(b"\n") + 1, data[cut + 1 :])
+
+
+def iter_line_blocks(path: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineBlock]:
+    """The file as blocks of whole lines, in order, in bounded memory: a line that grows past
+    `max_line_bytes` before its newline is skipped (a `too_long` block), never held whole.
+    A block may still hold lines longer than the limit; readers check each line's length."""
     next_line = 1
     carry = b""
-    for chunk in iter_bytes(path):
+    skipping: tuple[bytes, int] | None = None  # (start, bytes so far) of a line being skipped
+
+    def skip_done(rest: int) -> LineBlock:
+        assert skipping is not None
+        return LineBlock(next_line, skipping[0], 1, too_long=skipping[1] + rest)
+
+    for chunk in iter_bytes(path, BLOCK_BYTES):
+        if skipping is not None:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipping = (skipping[0], skipping[1] + len(chunk))
+                continue
+            yield skip_done(end)
+            next_line += 1
+            skipping, chunk = None, chunk[end + 1 :]
         data = carry + chunk if carry else chunk
         cut = data.rfind(b"\n")
         if cut < 0:
             carry = data
-            continue
-        block, carry = data[:cut], data[cut + 1 :]
-        count = block.count(b"\n") + 1
-        yield next_line, block, count
-        next_line += count
-    if carry:
-        yield next_line, carry, carry.count(b"\n") + 1
+        else:
+            block, carry = data[:cut], data[cut + 1 :]
+            for piece in _dense_split(next_line, block):
+                yield piece
+                next_line += piece.lines
+        if len(carry) > max_line_bytes:
+            skipping, carry = (carry[:RECORD_PREVIEW], len(carry)), b""
+    if skipping is not None:
+        yield skip_done(0)
+    elif carry:
+        yield from _dense_split(next_line, carry)
 
 
-def _polars_lines(path: str) -> pl.DataFrame | None:
-    """The whole file as (line number, line) in one polars call (gzip inflated in Rust), or
-    None when it is too big for memory or polars cannot read it (bad UTF-8, bad gzip): the
-    streaming path then reads it and says precisely what is wrong."""
-    fs, inner = fsspec.core.url_to_fs(path)
+def too_long_row(path: str, line: int, start: bytes, size: int, limit: int) -> dict[str, Any]:
+    """The quarantine entry of a line not read because it is longer than the limit."""
+    reason = (
+        f"line of {size} bytes is longer than ingest.max_line_bytes ({limit}); not parsed "
+        "(raise the limit to read it)"
+    )
+    preview = start[:RECORD_PREVIEW].decode("utf-8", errors="replace")
+    return quarantine_row(path, line, preview, reason, DROPPED)
+
+
+def _block_frame(path: str, block: LineBlock, quarantine: Quarantine) -> pl.DataFrame:
+    """A block as a frame of (line number, line); a line that is not UTF-8 is quarantined and
+    left null."""
     try:
-        if fs.size(inner) > WHOLE_FILE_BYTES:
-            return None
-        source = inner if isinstance(fs, LocalFileSystem) else io.BytesIO(fs.cat_file(inner))
-        lines = pl.read_lines(source, name="line", row_index_name=LINE, row_index_offset=1)
-    except FileNotFoundError as exc:
-        raise InputFormatError(
-            f"{path}: no such file; check dataset.interactions / dataset.items"
-        ) from exc
+        lines = pl.read_lines(
+            io.BytesIO(block.data),
+            name="line",
+            row_index_name=LINE,
+            row_index_offset=block.first,
+        )
+        return lines.with_columns(pl.col(LINE).cast(pl.Int64))
+    except pl.exceptions.PolarsError:
+        pass
+    texts: list[str | None] = []
+    for number, line in enumerate(block.data.split(b"\n"), start=block.first):
+        try:
+            texts.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            preview = line[:RECORD_PREVIEW].decode("utf-8", errors="replace")
+            reason = f"not UTF-8 text ({exc})"
+            quarantine.rows.append(quarantine_row(path, number, preview, reason, DROPPED))
+            texts.append(None)
+    numbers = pl.int_range(block.first, block.first + len(texts), dtype=pl.Int64, eager=True)
+    return pl.DataFrame([numbers.alias(LINE), pl.Series("line", texts, dtype=pl.String)])
+
+
+@dataclass
+class _Lines:
+    """A file's lines that hold something (not blank, not over the limit), and counts."""
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    lines: int = 0
+    blank: int = 0
+    too_long: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, path: str, frame: pl.DataFrame, limit: int) -> None:
+        """Keep a frame's lines that hold something, and set aside (unparsed) those longer
+        than `limit` bytes; `frame` has (line number, line, its size in bytes)."""
+        text = pl.col("line").str.strip_chars()
+        kept = frame.filter(text.is_not_null() & (text != ""))
+        long = kept.filter(pl.col(SIZE) > limit)
+        for number, start, size in long.select(LINE, "line", SIZE).iter_rows():
+            self.too_long.append(too_long_row(path, number, start.encode(), size, limit))
+        kept = kept.filter(pl.col(SIZE) <= limit).drop(SIZE)
+        if kept.height:
+            self.frames.append(kept)
+
+    def frame(self) -> pl.DataFrame:
+        schema = {LINE: pl.Int64(), "line": pl.String()}
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=schema)
+
+
+SIZE = "_bytes"
+
+
+def _sized(limit: int) -> list[pl.Expr]:
+    """Line number, line (only its start when it is over `limit`) and its size in bytes."""
+    size = pl.col("line").str.len_bytes()
+    start = pl.col("line").str.slice(0, RECORD_PREVIEW)
+    return [
+        pl.col(LINE).cast(pl.Int64),
+        pl.when(size > limit).then(start).otherwise(pl.col("line")).alias("line"),
+        size.alias(SIZE),
+    ]
+
+
+def _scan_lines(path: str, limit: int) -> _Lines | None:
+    """A local file's lines read by polars' streaming engine (gzip inflated in Rust), blank
+    ones dropped and long ones cut inside the scan, so that memory follows the lines kept,
+    not the file; None when polars cannot read it (not a local file, not UTF-8, bad gzip):
+    the block reader then says precisely what is wrong."""
+    fs, inner = fsspec.core.url_to_fs(path)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    if not fs.exists(inner):
+        raise InputFormatError(f"{path}: no such file; check dataset.interactions / dataset.items")
+    read = _Lines()
+    scan = pl.scan_lines(inner, name="line", row_index_name=LINE, row_index_offset=1)
+    text = pl.col("line").str.strip_chars()
+    kept = 0
+    try:
+        for batch in (
+            scan.filter(text != "").select(_sized(limit)).collect_batches(chunk_size=BLOCK_LINES)
+        ):
+            kept += batch.height
+            read.add(path, batch, limit)
+        read.lines = scan.select(pl.len()).collect(engine="streaming").item()
     except (pl.exceptions.PolarsError, OSError):
         return None
-    return lines.with_columns(pl.col(LINE).cast(pl.Int64))
+    read.blank = read.lines - kept
+    return read
 
 
-def _block_lines(path: str, quarantine: Quarantine) -> Iterator[pl.DataFrame]:
-    """The file as frames of (line number, line), block by block; a line that is not UTF-8
-    is quarantined and left null."""
-    for first, block, _ in iter_line_blocks(path):
-        texts: list[str | None]
-        try:
-            texts = list(block.decode("utf-8").split("\n"))
-        except UnicodeDecodeError:
-            texts = []
-            for number, line in enumerate(block.split(b"\n"), start=first):
-                try:
-                    texts.append(line.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    preview = line[:500].decode("utf-8", errors="replace")
-                    reason = f"not UTF-8 text ({exc})"
-                    quarantine.rows.append(quarantine_row(path, number, preview, reason, DROPPED))
-                    texts.append(None)
-        numbers = pl.int_range(first, first + len(texts), dtype=pl.Int64, eager=True)
-        yield pl.DataFrame([numbers.alias(LINE), pl.Series("line", texts, dtype=pl.String)])
+def _stream_lines(path: str, quarantine: Quarantine, limit: int) -> _Lines:
+    """A file's lines read block by block in Python: any fsspec file, and the one that polars
+    cannot read (a line that is not UTF-8 is quarantined, a broken gzip is an error)."""
+    read = _Lines()
+    for block in iter_line_blocks(path, limit):
+        read.lines += block.lines
+        if block.too_long is not None:
+            read.too_long.append(too_long_row(path, block.first, block.data, block.too_long, limit))
+            continue
+        frame = _block_frame(path, block, quarantine)
+        text = pl.col("line").str.strip_chars()
+        # polars leaves out a last empty line
+        read.blank += block.lines - frame.height + frame.filter(text == "").height
+        read.add(path, frame.select(_sized(limit)), limit)
+    return read
 
 
 def read_records(
@@ -204,6 +341,7 @@ def read_records(
     *,
     parser: Parser = "json",
     what: str = "JSON lines",
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> tuple[pl.DataFrame, FileStats]:
     """Read a file of one record per line into a frame of `kinds` plus the line number.
 
@@ -238,26 +376,26 @@ def read_records(
             return
         pieces.append(decoded.unnest("record").select(*schema, LINE))
 
-    whole = _polars_lines(path)
-    for block in [whole] if whole is not None else _block_lines(path, quarantine):
+    read = _scan_lines(path, max_line_bytes) or _stream_lines(path, quarantine, max_line_bytes)
+    quarantine.rows.extend(read.too_long)
+    stats.lines, stats.blank = read.lines, read.blank
+    lines = read.frame()
+    if parser == "python" and lines.height:
+        slow(lines, offload=lines.height >= OFFLOAD_LINES)
+    elif lines.height:
+        # polars decodes a lone surrogate escape as NUL, silently: such lines go the slow way
         text = pl.col("line").str.strip_chars()
-        lines = block.filter(text.is_not_null() & (text != ""))
-        stats.lines += block.height
-        stats.blank += block.filter(text == "").height
-        if lines.height == 0:
-            continue
-        if parser == "python":
-            slow(lines, offload=lines.height >= OFFLOAD_LINES)
-            continue
-        is_object = text.str.starts_with("{")
-        decode(lines.filter(is_object))
-        others = lines.filter(~is_object)
+        fast = text.str.starts_with("{") & ~pl.col("line").str.contains(SURROGATE_ESCAPE)
+        decode(lines.filter(fast))
+        others = lines.filter(~fast)
         if others.height:
             slow(others)
 
     full_schema = {**schema, LINE: pl.Int64()}
     frame = (
-        pl.concat(pieces, how="vertical").sort(LINE) if pieces else pl.DataFrame(schema=full_schema)
+        pl.concat(pieces, how="vertical", rechunk=True).sort(LINE)
+        if pieces
+        else pl.DataFrame(schema=full_schema)
     )
     stats.records = frame.height
     stats.dropped = stats.lines - stats.blank - stats.records

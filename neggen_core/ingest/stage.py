@@ -115,7 +115,14 @@ def build(
         def write(name: str, table: pl.DataFrame) -> None:
             writes.append(background.submit(writer.write_table, name, table))
 
-        result = ingest_files(dataset.format, interactions, items, config.ingest.k_core, write)
+        result = ingest_files(
+            dataset.format,
+            interactions,
+            items,
+            config.ingest.k_core,
+            write,
+            max_line_bytes=config.ingest.max_line_bytes,
+        )
         for done in writes:
             done.result()
     result.report["sources"] = {

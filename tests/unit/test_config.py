@@ -46,6 +46,14 @@ def test_wrong_type_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert "'many'" in str(err.value)
 
 
+@pytest.mark.parametrize("value", ["true", "2.5", "'5'"])
+def test_k_core_is_an_integer_only(tmp_path: Path, value: str) -> None:
+    """`k_core: true` once meant k = 1 (k-core off), silently."""
+    path = _write(tmp_path, f"ingest:\n  k_core: {value}\n")
+    with pytest.raises(ConfigError, match=r"ingest\.k_core: Input should be a valid integer"):
+        load_config(path)
+
+
 def test_override_sets_a_typed_value() -> None:
     config = load_config(None, ["ingest.k_core=10", "dataset.name=other"])
     assert config.ingest.k_core == 10
@@ -54,7 +62,9 @@ def test_override_sets_a_typed_value() -> None:
 
 def test_override_of_an_unknown_key_lists_the_known_ones() -> None:
     with pytest.raises(
-        ConfigError, match=r"--set ingest\.kcore=3: unknown key 'kcore' in ingest \(known: k_core\)"
+        ConfigError,
+        match=r"--set ingest\.kcore=3: unknown key 'kcore' in ingest "
+        r"\(known: k_core, max_line_bytes\)",
     ):
         load_config(None, ["ingest.kcore=3"])
 

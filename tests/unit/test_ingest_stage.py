@@ -38,7 +38,7 @@ def test_builds_once_then_skips_and_a_new_setting_is_a_new_version(root: str) ->
     assert again.skipped and again.ref == first.ref
     assert _files(first.ref.uri) == before
 
-    stricter = load_config(None, [f"artifacts.root={root}", "ingest.k_core=10"])
+    stricter = load_config(None, [f"artifacts.root={root}", "ingest.k_core=7"])
     assert plan_versions(stricter)["ingest"] != first.ref.version
     third = run_stage(stricter, "ingest", {})
     assert not third.skipped
@@ -56,6 +56,8 @@ def test_builds_once_then_skips_and_a_new_setting_is_a_new_version(root: str) ->
         "complete": True,
         "up_to_date": True,
         "expected_version": first.ref.version,
+        "damaged": [],
+        "damaged_upstream": [],
     }
 
 
