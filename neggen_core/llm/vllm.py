@@ -248,12 +248,7 @@ class VllmBackend:
         """The model's answer as `output`, with one repair request when the first reply does
         not validate; a `ReplyError` with the reason when there is none. `ServerUnavailable`
         (no reply after every retry) passes through: it is not an answer."""
-        try:
-            content = await self._complete(session, messages, output, prompt_version, seed)
-        except BackendError as exc:
-            if isinstance(exc, ServerUnavailable):
-                raise
-            raise ReplyError(str(exc)) from exc
+        content = await self._reply(session, messages, output, prompt_version, seed)
         try:
             return _validated(output, content)
         except ValueError as first:
@@ -263,16 +258,28 @@ class VllmBackend:
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": REPAIR.format(error=_short(first))},
             ]
-        try:
-            content = await self._complete(session, repair, output, prompt_version, seed)
-        except BackendError as exc:
-            if isinstance(exc, ServerUnavailable):
-                raise
-            raise ReplyError(str(exc)) from exc
+        content = await self._reply(session, repair, output, prompt_version, seed)
         try:
             return _validated(output, content)
         except ValueError as second:
             raise ReplyError(f"invalid reply after one repair: {_short(second)}") from second
+
+    async def _reply(
+        self,
+        session: Session,
+        messages: list[dict[str, Any]],
+        output: type[Answer],
+        prompt_version: str,
+        seed: int | None,
+    ) -> str:
+        """`_complete`, with a refused request made a `ReplyError`; `ServerUnavailable`
+        passes through."""
+        try:
+            return await self._complete(session, messages, output, prompt_version, seed)
+        except ServerUnavailable:
+            raise
+        except BackendError as exc:
+            raise ReplyError(str(exc)) from exc
 
     async def _complete(
         self,

@@ -14,30 +14,21 @@ import pytest
 
 from neggen_core.artifacts.schemas import DESCRIPTIONS
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import NeggenConfig, VllmConfig, load_config
+from neggen_core.config import NeggenConfig, VllmConfig
 from neggen_core.errors import BackendError
 from neggen_core.images import ImagePolicy
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend
 from neggen_core.stages import open_store, plan_versions, run_stage
+from tests.contract.test_vllm_backend import _config as backend_config
 from tests.standin_server import MODEL, Settings, StandIn
 
 ITEMS = 295  # the demo catalogue after its 5-core
 
 
 def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
-    return load_config(
-        None,
-        [
-            f"artifacts.root={root}",
-            *server.overrides(),
-            "llm.vllm.concurrency=16",
-            "llm.vllm.max_retries=1",
-            "attributes.batch_size=64",
-            *more,
-        ],
-    )
+    return backend_config(root, server, "llm.vllm.max_retries=1", *more)
 
 
 def _ingest(root: str) -> ArtifactRef:
