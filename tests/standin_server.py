@@ -397,7 +397,14 @@ class StandIn:
         self.tally = Tally()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.settings, self.tally))
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server.timeout = 0.1  # handle_request returns this often when idle
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        # a loop of our own rather than serve_forever: its shutdown() once waited forever in CI
+        while not self._stopping.is_set():
+            self.server.handle_request()
 
     @property
     def base_url(self) -> str:
@@ -421,8 +428,11 @@ class StandIn:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
+        self._stopping.set()
+        self.thread.join(timeout=10)
         self.server.server_close()
+        if self.thread.is_alive():
+            raise RuntimeError("the stand-in server did not stop within 10 s")
 
 
 def main() -> None:
