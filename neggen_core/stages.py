@@ -52,10 +52,16 @@ class StageSpec:
     build: BuildFn | None = None
     job: JobFactory | None = None
     resumable: bool = False
+    reads: Callable[[NeggenConfig], tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.job is None):
             raise ValueError(f"stage {self.name!r}: give a build function or a job, not both")
+
+    def inputs(self, config: NeggenConfig) -> tuple[str, ...]:
+        """The upstream stages this config's build reads, which alone make its version: a
+        baseline's train reads no embeddings, so a new negatives round leaves it as it is."""
+        return self.upstream if self.reads is None else self.reads(config)
 
 
 def _spec(
@@ -72,6 +78,7 @@ def _spec(
         build=None if kind == "sharded" else module.build,
         job=module.Job if kind == "sharded" else None,
         resumable=kind != "whole",
+        reads=getattr(module, "reads", None),
     )
 
 
@@ -121,7 +128,7 @@ def plan_versions(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict
             spec.name,
             spec.schema_version,
             spec.version_config(config),
-            {up: versions[up] for up in spec.upstream},
+            {up: versions[up] for up in spec.inputs(config)},
         )
     return versions
 
@@ -153,7 +160,7 @@ class _Inputs:
 
 def _inputs(config: NeggenConfig, spec: StageSpec, upstream: Mapping[str, ArtifactRef]) -> _Inputs:
     section = spec.version_config(config)
-    versions = {name: upstream[name].version for name in spec.upstream}
+    versions = {name: upstream[name].version for name in spec.inputs(config)}
     return _Inputs(
         section, versions, compute_version(spec.name, spec.schema_version, section, versions)
     )
@@ -323,7 +330,7 @@ def next_negatives_round(config: NeggenConfig) -> int:
 
 
 def _artifact_status(
-    store: ArtifactStore, spec: StageSpec, expected: str, damaged: set[str]
+    config: NeggenConfig, store: ArtifactStore, spec: StageSpec, expected: str, damaged: set[str]
 ) -> dict[str, Any]:
     """One stage's status; `damaged` collects the stages whose artifact (at the expected
     version) is damaged or rests on a damaged one."""
@@ -333,7 +340,7 @@ def _artifact_status(
         version = built[-1] if built else expected
     exists = store.exists(name, version)
     problems = store.verify(name, version) if exists else []
-    upstream = [up for up in spec.upstream if up in damaged]
+    upstream = [up for up in spec.inputs(config) if up in damaged]
     if exists and version == expected and (problems or upstream):
         damaged.add(name)
     complete = exists and not problems
@@ -359,11 +366,11 @@ def status(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, A
         "dataset": config.dataset.name,
         "root": redact(config.artifacts.root),
         "stages": {
-            name: _artifact_status(store, STAGES[name], versions[name], damaged)
+            name: _artifact_status(config, store, STAGES[name], versions[name], damaged)
             for name in STAGE_ORDER
         },
     }
     for spec in extra:
-        report[spec.name] = _artifact_status(store, spec, versions[spec.name], damaged)
+        report[spec.name] = _artifact_status(config, store, spec, versions[spec.name], damaged)
     report["damaged"] = sorted(damaged, key=[*STAGE_ORDER, *(s.name for s in extra)].index)
     return report

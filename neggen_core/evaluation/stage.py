@@ -19,12 +19,18 @@ from neggen_core.config import NeggenConfig
 from neggen_core.evaluation.evaluator import Evaluator, Ranking
 from neggen_core.models.registry import build_model, method_name
 from neggen_core.training.stage import MODEL_FILE, training_data
+from neggen_core.training.stage import reads as train_reads
 from neggen_core.training.trainer import load_state
 
 SCHEMA_VERSION = 1
 EVALUATOR_VERSION = 1
 TABLES = {"metrics": METRICS, "user_metrics": USER_METRICS, "recommendations": RECOMMENDATIONS}
 REPORT = "report.json"
+
+
+def reads(config: NeggenConfig) -> tuple[str, ...]:
+    """The trained model and what its training read (the modal features for NegGen only)."""
+    return (*train_reads(config), "train")
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:

@@ -32,9 +32,19 @@ CHECKPOINT_FILE = "checkpoint.pt"
 log = logging.getLogger(__name__)
 
 
+def reads(config: NeggenConfig) -> tuple[str, ...]:
+    """NegGen reads the modal features and the generated negatives (embeddings); a baseline
+    reads only the interactions."""
+    return ("ingest", "embeddings") if config.train.model == "neggen" else ("ingest",)
+
+
 def version_config(config: NeggenConfig) -> dict[str, Any]:
+    """The settings a run uses: a baseline's leave out NegGen's (and its backbone)."""
+    train = config.train.model_dump(mode="json")
+    if config.train.model != "neggen":
+        del train["neggen"], train["backbone"]
     return {
-        "train": config.train.model_dump(mode="json"),
+        "train": train,
         "evaluate": config.evaluate.model_dump(mode="json"),
         "trainer_version": TRAINER_VERSION,
     }

@@ -20,7 +20,7 @@ from neggen_core.models.base import Batch, Losses, Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.registry import build_model, build_sampler, check_names
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
 from neggen_core.training.data import TrainingData, UserItems, load_training_data
 from neggen_core.training.trainer import fit, generated_rows
 from tests.conftest import DEMO_SETTINGS
@@ -356,3 +356,34 @@ def test_neggen_reduces_to_its_backbone_without_its_terms(
         )
         logs.append([(row["loss"], row["valid_recall_20"]) for row in result.log])
     assert logs[0] == logs[1]
+
+
+ELSEWHERE = ("negatives.round=2", "train.neggen.effect_weight=0.9", "train.backbone=mf")
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "mf"])
+def test_a_baseline_version_follows_only_what_it_reads(
+    demo: tuple[str, dict[str, ArtifactRef]], model: str
+) -> None:
+    """A baseline reads no generated negatives and no content features: a new negatives
+    round or other NegGen settings leave its train and evaluate versions (and so its built
+    runs) as they are; NegGen's follow them."""
+    root, refs = demo
+    baseline = [f"train.model={model}", "train.sampler=dns", "train.epochs=1"]
+    before, after = (plan_versions(_config(root, *baseline, *more)) for more in ((), ELSEWHERE))
+    assert before["negatives"] != after["negatives"]
+    assert before["embeddings"] != after["embeddings"]
+    assert (before["train"], before["evaluate"]) == (after["train"], after["evaluate"])
+
+    neggen = ["train.model=neggen", "train.epochs=1"]
+    before, after = (plan_versions(_config(root, *neggen, *more)) for more in ((), ELSEWHERE))
+    assert before["train"] != after["train"] and before["evaluate"] != after["evaluate"]
+
+    config = _config(root, *baseline)  # built from the interactions alone
+    train = run_stage(config, "train", {"ingest": refs["ingest"]}).ref
+    assert train.version == plan_versions(_config(root, *baseline, *ELSEWHERE))["train"]
+    assert open_store(config).manifest("train", train.version).upstream == {
+        "ingest": refs["ingest"].version
+    }
+    evaluated = run_stage(config, "evaluate", {"ingest": refs["ingest"], "train": train}).ref
+    assert evaluated.version == plan_versions(config)["evaluate"]
