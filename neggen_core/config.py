@@ -188,6 +188,11 @@ class EmbeddingsConfig(StrictModel):
     )
     batch_size: int = Field(1024, ge=1, description="Texts per part file (and per resume step).")
     encode_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the encoder.")
+    vector_cache: bool = Field(
+        True,
+        description="Reuse the vectors of texts encoded by earlier embeddings versions of the "
+        "dataset (<root>/<dataset>/vector-cache); not part of the version.",
+    )
     image_features: bool = Field(True, description="Pillow colour/shape vectors for item images.")
     near_duplicate_threshold: float = Field(
         0.97,

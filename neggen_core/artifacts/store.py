@@ -180,6 +180,11 @@ class ArtifactStore:
     def _stage_dir(self, stage: str) -> str:
         return posixpath.join(self._base, stage)
 
+    def shared_path(self, *parts: str) -> str:
+        """A folder of this dataset shared by all versions of a stage (not an artifact: a
+        cache, e.g. the text vectors every embeddings version can reuse)."""
+        return posixpath.join(self._base, *parts)
+
     def path(self, stage: str, version: str) -> str:
         """The filesystem path (within `self.fs`) of an artifact folder."""
         return posixpath.join(self._stage_dir(stage), version)

@@ -40,6 +40,7 @@ from neggen_core.config import NeggenConfig
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, model_fingerprint
+from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ArtifactError
 from neggen_core.images import ImagePolicy, ImageRefused
 from neggen_core.ingest.stage import image_policy
@@ -63,7 +64,7 @@ TABLES = tables(384)  # the bundled encoder's width; `build` sets the configured
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    settings = config.embeddings.model_dump()
+    settings = config.embeddings.model_dump(exclude={"vector_cache"})
     settings["encoder"] = model_fingerprint(config.embeddings.encoder)
     return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION}
 
@@ -222,6 +223,25 @@ class Job:
     def encoder(self) -> TextEncoder:
         return TextEncoder(self.settings.encoder, self.settings.encode_batch_size)
 
+    @cached_property
+    def cache(self) -> VectorCache | None:
+        if not self.settings.vector_cache:
+            return None
+        identity = {**self.encoder.identity, "embedder_version": EMBEDDER_VERSION}
+        return VectorCache(self.store, identity, self.encoder.dim)
+
+    def _vectors(self, chunk: list[str], keys: list[str]) -> tuple[np.ndarray, int]:
+        """The chunk's vectors: from the cache where it has them, encoded (and kept) where
+        not; and how many were encoded."""
+        if self.cache is None:
+            return self.encoder.encode(chunk), len(chunk)
+        vectors, missing = self.cache.get(keys)
+        if missing:
+            fresh = self.encoder.encode([chunk[i] for i in missing])
+            vectors[missing] = fresh
+            self.cache.put([keys[i] for i in missing], fresh)
+        return vectors, len(missing)
+
     def _set_schemas(self, writer: ArtifactWriter) -> None:
         for table, schema in tables(self.encoder.dim).items():
             writer.set_schema(table, schema)
@@ -231,18 +251,20 @@ class Job:
         if not todo:
             return {}
         self._set_schemas(writer)
-        size, encoded, seconds = self.settings.batch_size, 0, 0.0
+        size, encoded, cached, seconds = self.settings.batch_size, 0, 0, 0.0
         for done, number in enumerate(todo, 1):
             chunk = self.texts[number * size : (number + 1) * size]
+            keys = [text_key(t) for t in chunk]
             began = time.perf_counter()
-            vectors = self.encoder.encode(chunk)
+            vectors, fresh = self._vectors(chunk, keys)
             seconds += time.perf_counter() - began
-            encoded += len(chunk)
-            keys = pa.array([text_key(t) for t in chunk], pa.string())
-            part = pa.table({"text_sha256": keys, "vector": vector_array(vectors)})
+            encoded, cached = encoded + fresh, cached + len(chunk) - fresh
+            part = pa.table(
+                {"text_sha256": pa.array(keys, pa.string()), "vector": vector_array(vectors)}
+            )
             writer.write_table("text_vectors", part, part=number)
             progress.report("embeddings", done, len(todo))
-        return {"texts_encoded": encoded, "encode_seconds": seconds}
+        return {"texts_encoded": encoded, "texts_from_cache": cached, "encode_seconds": seconds}
 
     def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
         started = time.perf_counter()
@@ -339,6 +361,8 @@ class Job:
             "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
             "unique_texts": len(self.texts),
             "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
+            "texts_from_cache_this_attempt": int(stats.get("texts_from_cache", 0)),
+            "vector_cache": self.cache.uri if self.cache is not None else None,
             "encode_seconds_this_attempt": round(encode_seconds, 2),
             "seconds_this_attempt": round(encode_seconds + time.perf_counter() - started, 2),
         }

@@ -111,6 +111,16 @@ class TextEncoder:
             raise ConfigError(f"embeddings.encoder {self.name!r}: the model has no fixed dimension")
         self.dim = int(dim)
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes this encoder's vectors what they are (the vector cache's key)."""
+        return {
+            "model": model_fingerprint(self.name),
+            "backend": "torch",
+            "max_seq_length": getattr(self.model, "max_seq_length", None),
+            "normalized": True,
+        }
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -25,8 +25,9 @@ from neggen_core.embeddings.stage import (
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, pixel_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, bundled_encoder, load_sentence_model
+from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ConfigError
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
 from tests.conftest import DEMO_SETTINGS
 
 TABLES = ("text_vectors", "item_embeddings", "negative_embeddings")
@@ -267,3 +268,55 @@ def test_descriptions_table_feeds_the_visual_vectors(
     stored = vectors_of(table["visual_vector"])
     direct = bundled_encoder().encode(visual["text"].head(10).to_list(), normalize_embeddings=True)
     np.testing.assert_allclose(stored[visual["item_idx"].head(10).to_numpy()], direct, atol=1e-5)
+
+
+def test_the_vector_cache_keeps_whole_parts_across_instances(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ArtifactStore(str(tmp_path), "demo")
+    identity = {"model": "m", "backend": "torch"}
+    cache = VectorCache(store, identity, dim=3)
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    cache.put(["a", "b"], vectors)
+    found, missing = VectorCache(store, identity, dim=3).get(["b", "x", "a"])
+    assert missing == [1]
+    assert np.array_equal(found[[0, 2]], vectors[[1, 0]])
+    assert len(VectorCache(store, {**identity, "backend": "openvino"}, dim=3)) == 0
+
+    broken = Path(cache.uri) / "part-0.parquet"
+    broken.write_bytes(b"not parquet")
+    with caplog.at_level("WARNING"):
+        assert len(VectorCache(store, identity, dim=3)) == 2
+    assert "vector-cache part that does not read" in caplog.text and not broken.exists()
+
+
+def test_a_new_embeddings_version_encodes_only_texts_it_has_not_seen(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another setting, same texts: every vector comes from the cache the first version filled
+    (no text encoded), equal to the first version's; the cache is not part of the version."""
+    store, refs = demo
+    config = load_config(
+        None,
+        [f"artifacts.root={store.root}", *DEMO_SETTINGS, "embeddings.near_duplicate_threshold=0.9"],
+    )
+
+    def no_encoding(self: TextEncoder, texts: list[str]) -> np.ndarray:
+        raise AssertionError(f"encoded {len(texts)} texts the cache has")
+
+    monkeypatch.setattr(TextEncoder, "encode", no_encoding)
+    upstream = {k: v for k, v in refs.items() if k != "embeddings"}
+    other = run_stage(config, "embeddings", upstream).ref
+    assert other.version != refs["embeddings"].version
+    report = store.read_json(other, "report.json")
+    assert report["texts_encoded_this_attempt"] == 0
+    assert report["texts_from_cache_this_attempt"] == report["unique_texts"]
+    assert read_embeddings(store, other, "text_vectors").equals(
+        read_embeddings(store, refs["embeddings"], "text_vectors")
+    )
+    off = load_config(
+        None, [f"artifacts.root={store.root}", *DEMO_SETTINGS, "embeddings.vector_cache=false"]
+    )
+    assert plan_versions(off)["embeddings"] == plan_versions(_config(store.root))["embeddings"]
