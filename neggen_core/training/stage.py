@@ -39,10 +39,14 @@ def reads(config: NeggenConfig) -> tuple[str, ...]:
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The settings a run uses: a baseline's leave out NegGen's (and its backbone)."""
+    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), and only
+    the sampler in use keeps its settings."""
     train = config.train.model_dump(mode="json")
     if config.train.model != "neggen":
         del train["neggen"], train["backbone"]
+    train["samplers"] = {
+        name: value for name, value in train["samplers"].items() if name == config.train.sampler
+    }
     return {
         "train": train,
         "evaluate": config.evaluate.model_dump(mode="json"),

@@ -17,7 +17,7 @@ from neggen_core.attributes.stage import item_inputs
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.embeddings.stage import read_embeddings, vectors_of
 from neggen_core.encoders.text import TextEncoder, bundled_encoder
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
 from tests.conftest import OFFICE, REPO
 from tests.unit.test_negatives import assert_only_intervened_changed
 
@@ -213,6 +213,36 @@ def test_office_whole_pipeline_through_the_flow(office_root: str, prefect_harnes
     )
     assert recall["method"].to_list() == ["neggen(lightgcn)+rns"]
     assert 0.02 < recall["value"][0] < 0.2
+
+
+BASELINES = ("train.model=lightgcn", "train.model=mf")
+
+
+@pytest.mark.slow
+def test_office_second_round_encodes_only_new_texts(office_root: str) -> None:
+    """A second negatives round: the embeddings encode only the texts the first round's did
+    not (its item texts come from the vector cache), and no baseline gets a new train version.
+    Slow: the new negatives' ~10k texts take ~8 min to encode on 2 cores."""
+    first, refs = _office_refs(office_root)
+    _, again = _office_refs(office_root, "negatives.round=2")
+    store = open_store(first)
+    assert again["negatives"] != refs["negatives"] and again["ingest"] == refs["ingest"]
+
+    def keys(ref: ArtifactRef) -> set[str]:
+        return set(read_embeddings(store, ref, "text_vectors").column("text_sha256").to_pylist())
+
+    new = keys(again["embeddings"]) - keys(refs["embeddings"])
+    report = store.read_json(again["embeddings"], "report.json")
+    assert report["texts_encoded_this_attempt"] == len(new) > 0
+    assert report["texts_from_cache_this_attempt"] == report["unique_texts"] - len(new) >= 2420
+    for baseline in BASELINES:
+        before = plan_versions(_office(office_root, baseline))
+        after = plan_versions(_office(office_root, baseline, "negatives.round=2"))
+        assert (before["train"], before["evaluate"]) == (after["train"], after["evaluate"])
+    print(
+        f"round 2: {len(new)} texts encoded, {report['texts_from_cache_this_attempt']} from the "
+        f"cache, of {report['unique_texts']}; encode {report['encode_seconds_this_attempt']} s"
+    )
 
 
 @pytest.mark.slow

@@ -358,7 +358,12 @@ def test_neggen_reduces_to_its_backbone_without_its_terms(
     assert logs[0] == logs[1]
 
 
-ELSEWHERE = ("negatives.round=2", "train.neggen.effect_weight=0.9", "train.backbone=mf")
+ELSEWHERE = (
+    "negatives.round=2",
+    "train.neggen.effect_weight=0.9",
+    "train.backbone=mf",
+    "train.samplers.mixgcf.pool=8",  # the runs below use DNS
+)
 
 
 @pytest.mark.parametrize("model", ["lightgcn", "mf"])
