@@ -188,6 +188,12 @@ class EmbeddingsConfig(StrictModel):
     )
     batch_size: int = Field(1024, ge=1, description="Texts per part file (and per resume step).")
     encode_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the encoder.")
+    encoder_backend: Literal["openvino", "torch"] = Field(
+        "openvino",
+        description="What runs the text encoder: OpenVINO (about 4x torch on a CPU, the model "
+        "converted once into $NEGGEN_CACHE_DIR or ~/.cache/neggen), or torch; OpenVINO falls "
+        "back to torch, with a logged reason, where it cannot run the model.",
+    )
     vector_cache: bool = Field(
         True,
         description="Reuse the vectors of texts encoded by earlier embeddings versions of the "

@@ -27,6 +27,14 @@ def root(tmp_path: Path) -> str:
     return str(tmp_path / "artifacts")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def neggen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The OpenVINO-converted encoder is kept in a session folder, not the user's cache."""
+    folder = tmp_path_factory.mktemp("neggen-cache")
+    os.environ["NEGGEN_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Prefect's test harness with its home in a temp folder and analytics off."""

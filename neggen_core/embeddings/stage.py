@@ -221,7 +221,9 @@ class Job:
 
     @cached_property
     def encoder(self) -> TextEncoder:
-        return TextEncoder(self.settings.encoder, self.settings.encode_batch_size)
+        return TextEncoder(
+            self.settings.encoder, self.settings.encode_batch_size, self.settings.encoder_backend
+        )
 
     @cached_property
     def cache(self) -> VectorCache | None:
@@ -341,6 +343,8 @@ class Job:
         encode_seconds = stats.get("encode_seconds", 0.0)
         report = {
             "encoder": encoder.name,
+            "encoder_backend": encoder.backend,
+            "encoder_fallback": encoder.fallback,
             "dim": encoder.dim,
             "image_feature_dim": IMAGE_FEATURE_DIM,
             "index": {"kind": index.kind, "items": index.size, "file": INDEX_FILE},

@@ -8,6 +8,7 @@ retries.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from neggen_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_NAMES = frozenset({BUNDLED_MODEL, "all-MiniLM-L6-v2"})
@@ -96,16 +99,36 @@ def bundled_encoder() -> SentenceModel:
     return load_sentence_model(BUNDLED_MODEL)
 
 
+@cache
+def _openvino_model(name: str) -> SentenceModel:
+    """The model `name` run by OpenVINO, loaded (and converted, the first time) once."""
+    from neggen_core.encoders.ov_encoder import OpenVinoSentenceModel
+
+    return OpenVinoSentenceModel(load_sentence_model(name), model_fingerprint(name))
+
+
 @dataclass
 class TextEncoder:
-    """Texts to L2-normalised float32 vectors, `batch_size` texts per forward pass."""
+    """Texts to L2-normalised float32 vectors, `batch_size` texts per forward pass, run by
+    `backend` ("openvino", or "torch": also where OpenVINO cannot run the model, with a logged
+    reason kept in `fallback`)."""
 
     name: str
     batch_size: int = 32
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         self.name = canonical_name(self.name)
+        self.fallback: str | None = None
         self.model = load_sentence_model(self.name)
+        if self.backend == "openvino":
+            from neggen_core.encoders.ov_encoder import UnsupportedModel
+
+            try:
+                self.model = _openvino_model(self.name)
+            except (UnsupportedModel, RuntimeError, OSError) as exc:
+                self.backend, self.fallback = "torch", f"OpenVINO cannot run it: {exc}"
+                log.warning("embeddings.encoder %r runs on torch: %s", self.name, self.fallback)
         dim = self.model.get_embedding_dimension()
         if not dim:
             raise ConfigError(f"embeddings.encoder {self.name!r}: the model has no fixed dimension")
@@ -116,7 +139,7 @@ class TextEncoder:
         """What makes this encoder's vectors what they are (the vector cache's key)."""
         return {
             "model": model_fingerprint(self.name),
-            "backend": "torch",
+            "backend": self.backend,
             "max_seq_length": getattr(self.model, "max_seq_length", None),
             "normalized": True,
         }

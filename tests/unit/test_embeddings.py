@@ -37,6 +37,21 @@ def _config(root: str) -> NeggenConfig:
     return load_config(None, [f"artifacts.root={root}", *DEMO_SETTINGS])
 
 
+def assert_same_vectors(stored: np.ndarray, direct: np.ndarray, backend: str) -> None:
+    """Equal to the encoder's precision: torch float32 to 1e-5 whatever the batch; OpenVINO
+    runs in bf16 on this CPU (its default where AMX is), where the padding of the batch a text
+    was encoded in moves its vector by up to ~1e-3 per entry, a cosine distance under 1e-4."""
+    if backend == "torch":
+        np.testing.assert_allclose(stored, direct, atol=1e-5)
+    else:
+        assert 1 - (stored * direct).sum(axis=1).min() <= 1e-4
+
+
+def _stage_encoder(store: ArtifactStore) -> TextEncoder:
+    settings = _config(store.root).embeddings
+    return TextEncoder(settings.encoder, settings.encode_batch_size, settings.encoder_backend)
+
+
 @pytest.fixture(scope="module")
 def demo(
     demo_built: tuple[str, dict[str, ArtifactRef]],
@@ -68,16 +83,16 @@ def test_every_item_and_valid_negative_is_embedded_as_the_encoder_would(
         norms = np.linalg.norm(vectors_of(item_table.column(column)), axis=1)
         np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
-    # the same vectors as a direct encode of the same texts
-    model = bundled_encoder()
+    # the same vectors as a direct encode of the same texts by the configured encoder
+    model = _stage_encoder(store)
     texts = [item.text() for item in item_inputs(items)][:20]
-    direct = model.encode(texts, normalize_embeddings=True)
+    direct = model.encode(texts)
     stored = vectors_of(item_table.column("text_vector"))[:20]
-    np.testing.assert_allclose(stored, direct, atol=1e-5)
+    assert_same_vectors(stored, direct, model.backend)
     sample = valid.head(20)
-    direct = model.encode(sample["text"].to_list(), normalize_embeddings=True)
+    direct = model.encode(sample["text"].to_list())
     stored = vectors_of(negative_table.column("text_vector"))[:20]
-    np.testing.assert_allclose(stored, direct, atol=1e-5)
+    assert_same_vectors(stored, direct, model.backend)
 
     # a negative and its positive share the vector of the modality that was not intervened
     item_text = vectors_of(item_table.column("text_vector"))
@@ -266,8 +281,9 @@ def test_descriptions_table_feeds_the_visual_vectors(
     visual = descriptions.filter(pl.col("modality") == "image").sort("item_idx")
     table = read_embeddings(store, refs["embeddings"], "item_embeddings")
     stored = vectors_of(table["visual_vector"])
-    direct = bundled_encoder().encode(visual["text"].head(10).to_list(), normalize_embeddings=True)
-    np.testing.assert_allclose(stored[visual["item_idx"].head(10).to_numpy()], direct, atol=1e-5)
+    encoder = _stage_encoder(store)
+    direct = encoder.encode(visual["text"].head(10).to_list())
+    assert_same_vectors(stored[visual["item_idx"].head(10).to_numpy()], direct, encoder.backend)
 
 
 def test_the_vector_cache_keeps_whole_parts_across_instances(
@@ -320,3 +336,54 @@ def test_a_new_embeddings_version_encodes_only_texts_it_has_not_seen(
         None, [f"artifacts.root={store.root}", *DEMO_SETTINGS, "embeddings.vector_cache=false"]
     )
     assert plan_versions(off)["embeddings"] == plan_versions(_config(store.root))["embeddings"]
+
+
+def test_openvino_runs_the_encoder_with_torchs_vectors_converted_once(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]],
+    neggen_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default backend: the same vectors as torch (cosine distance <= 1e-4) on the demo's
+    item texts, the conversion kept, and the backend part of the version."""
+    import openvino
+
+    from neggen_core.encoders.ov_encoder import OpenVinoSentenceModel
+
+    config = load_config(None, DEMO_SETTINGS)
+    assert config.embeddings.encoder_backend == "openvino"
+    store, refs = demo
+    texts = [i.text() for i in item_inputs(store.read_frame(refs["ingest"], "items", ITEMS))][:96]
+    ov = TextEncoder("all-MiniLM-L6-v2", 32, "openvino")
+    assert (ov.backend, ov.fallback) == ("openvino", None)
+    cosine = (TextEncoder("all-MiniLM-L6-v2", 32, "torch").encode(texts) * ov.encode(texts)).sum(1)
+    assert 1 - cosine.min() <= 1e-4
+    assert list((neggen_cache / "openvino").glob("*/model.xml"))
+
+    def no_conversion(*_: object, **__: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(openvino, "convert_model", no_conversion)
+    with pytest.raises(AssertionError, match="converted again"):
+        OpenVinoSentenceModel(bundled_encoder(), "another model")
+    reread = OpenVinoSentenceModel(bundled_encoder(), ov.identity["model"])
+    assert np.allclose(reread.encode(texts[:8]), ov.encode(texts[:8]), atol=1e-6)
+
+    torch = load_config(None, [*DEMO_SETTINGS, "embeddings.encoder_backend=torch"])
+    assert plan_versions(torch)["embeddings"] != plan_versions(config)["embeddings"]
+
+
+def test_where_openvino_cannot_run_the_model_torch_does_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from neggen_core.encoders import text
+    from neggen_core.encoders.ov_encoder import UnsupportedModel
+
+    def unsupported(name: str) -> None:
+        raise UnsupportedModel("modules ['Transformer', 'Dense'], not Transformer, Pooling")
+
+    monkeypatch.setattr(text, "_openvino_model", unsupported)
+    with caplog.at_level("WARNING"):
+        encoder = TextEncoder("all-MiniLM-L6-v2", 32, "openvino")
+    assert encoder.backend == "torch" and "Dense" in (encoder.fallback or "")
+    assert "runs on torch: OpenVINO cannot run it" in caplog.text
+    assert encoder.identity["backend"] == "torch"
