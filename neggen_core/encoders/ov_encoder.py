@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class OpenVinoSentenceModel:
         compiled = openvino.Core().compile_model(str(self.folder / "model.xml"), "CPU")
         self._network = compiled
         self._inputs = {port.get_any_name() for port in compiled.inputs}
+        self._requests = threading.local()  # one model serves every thread, a request each
 
     def _convert(self, openvino: Any, key: dict[str, Any]) -> None:
         """Convert the transformer and keep it: written aside, then renamed into place."""
@@ -81,6 +83,12 @@ class OpenVinoSentenceModel:
             staging.rename(self.folder)
         except OSError:  # another process converted it first
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _request(self) -> Any:
+        """This thread's inference request (a request runs one inference at a time)."""
+        if not hasattr(self._requests, "request"):
+            self._requests.request = self._network.create_infer_request()
+        return self._requests.request
 
     def get_embedding_dimension(self) -> int:
         return self.dim
@@ -106,7 +114,7 @@ class OpenVinoSentenceModel:
                 return_tensors="np",
             )
             feed = {name: value for name, value in tokens.items() if name in self._inputs}
-            hidden = self._network(feed)[0]
+            hidden = self._request().infer(feed)[0]
             mask = tokens["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
             out[rows] = pooled

@@ -222,11 +222,10 @@ def test_office_whole_pipeline_through_the_flow(office_root: str, prefect_harnes
 BASELINES = ("train.model=lightgcn", "train.model=mf")
 
 
-@pytest.mark.slow
 def test_office_second_round_encodes_only_new_texts(office_root: str) -> None:
     """A second negatives round: the embeddings encode only the texts the first round's did
     not (its item texts come from the vector cache), and no baseline gets a new train version.
-    Slow: the new negatives' ~10k texts take ~8 min to encode on 2 cores."""
+    (Measured: 1,374 texts encoded, 10,082 from the cache, of 11,456.)"""
     first, refs = _office_refs(office_root)
     _, again = _office_refs(office_root, "negatives.round=2")
     store = open_store(first)

@@ -387,3 +387,16 @@ def test_where_openvino_cannot_run_the_model_torch_does_and_says_why(
     assert encoder.backend == "torch" and "Dense" in (encoder.fallback or "")
     assert "runs on torch: OpenVINO cannot run it" in caplog.text
     assert encoder.identity["backend"] == "torch"
+
+
+def test_one_openvino_model_serves_threads_at_once() -> None:
+    """Shards on threads share the loaded model: each thread infers on its own request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = TextEncoder("all-MiniLM-L6-v2", 8, "openvino")
+    texts = [f"a stapler of size {n} " * (n % 7 + 1) for n in range(48)]
+    alone = encoder.encode(texts)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: encoder.encode(texts), range(4)))
+    for vectors in together:
+        np.testing.assert_array_equal(vectors, alone)
