@@ -26,13 +26,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from neggen_core.artifacts.vectors import vectors_of  # noqa: E402
 from neggen_core.config import load_config  # noqa: E402
 from neggen_core.embeddings.stage import (  # noqa: E402
     gather_inputs,
     load_index,
     read_embeddings,
     text_key,
-    vectors_of,
 )
 from neggen_core.encoders.index import IndexSettings, ItemIndex  # noqa: E402
 from neggen_core.encoders.text import TextEncoder  # noqa: E402

@@ -35,6 +35,7 @@ from neggen_core.artifacts.schemas import (
     text_vectors_schema,
 )
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.artifacts.vectors import vector_array, vectors_of
 from neggen_core.attributes.stage import item_inputs
 from neggen_core.config import NeggenConfig
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
@@ -134,28 +135,6 @@ def gather_inputs(store: ArtifactStore, upstream: Mapping[str, ArtifactRef]) -> 
         ),
         invalid_negatives=negatives.height - valid.height,
     )
-
-
-def vectors_of(column: pa.ChunkedArray | pa.Array | pl.Series) -> np.ndarray:
-    """A fixed-size-list column as a (rows, dim) float32 matrix, without Python loops. Nulls
-    must be filtered out first."""
-    if isinstance(column, pl.Series):
-        column = column.to_arrow()
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if column.null_count:
-        raise ValueError("the column has null vectors; filter them out first")
-    width = column.type.list_size
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(-1, width).astype(np.float32, copy=False)
-
-
-def vector_array(matrix: np.ndarray, present: np.ndarray | None = None) -> pa.FixedSizeListArray:
-    """Rows of `matrix` as a fixed-size-list array; rows where `present` is false are null."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    values = pa.array(matrix.reshape(-1))
-    mask = None if present is None else pa.array(~present)
-    return pa.FixedSizeListArray.from_arrays(values, matrix.shape[1], mask=mask)
 
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:

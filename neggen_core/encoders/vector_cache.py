@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neggen_core.artifacts.store import ArtifactStore, uri_of
+from neggen_core.artifacts.vectors import vector_array, vectors_of
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ class VectorCache:
                 log.warning("removed %s, a vector-cache part that does not read (%s)", path, exc)
                 self.fs.rm(path)
                 continue
-            flat = table.column("vector").combine_chunks().flatten().to_numpy()
-            blocks.append(flat.astype(np.float32).reshape(-1, self.dim))
+            blocks.append(vectors_of(table.column("vector")))
             keys.extend(table.column("text_sha256").to_pylist())
         if not blocks:
             return
@@ -91,10 +91,7 @@ class VectorCache:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         table = pa.table(
-            {
-                "text_sha256": pa.array(list(keys), pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), self.dim),
-            }
+            {"text_sha256": pa.array(list(keys), pa.string()), "vector": vector_array(vectors)}
         )
         name = f"part-{uuid.uuid4().hex}.parquet"
         temporary = posixpath.join(self.folder, f".tmp-{name}")

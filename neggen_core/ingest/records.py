@@ -98,6 +98,10 @@ def records_frame(records: bytes, kinds: dict[str, Kind]) -> pl.DataFrame:
     return pl.read_ndjson(io.BytesIO(records), schema=schema)
 
 
+def _missing(path: str) -> InputFormatError:
+    return InputFormatError(f"{path}: no such file; check dataset.interactions / dataset.items")
+
+
 def iter_bytes(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
     """The bytes of a local path or fsspec URI in chunks of at most `chunk_bytes`, gunzipped
     when it is gzip.
@@ -111,9 +115,7 @@ def iter_bytes(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
     try:
         handle = fsspec.open(path, "rb").open()
     except FileNotFoundError as exc:
-        raise InputFormatError(
-            f"{path}: no such file; check dataset.interactions / dataset.items"
-        ) from exc
+        raise _missing(path) from exc
     except OSError as exc:
         raise InputFormatError(f"{path}: cannot open ({exc})") from exc
     with handle:
@@ -299,7 +301,7 @@ def _scan_lines(path: str, limit: int) -> _Lines | None:
     if not isinstance(fs, LocalFileSystem):
         return None
     if not fs.exists(inner):
-        raise InputFormatError(f"{path}: no such file; check dataset.interactions / dataset.items")
+        raise _missing(path)
     read = _Lines()
     scan = pl.scan_lines(inner, name="line", row_index_name=LINE, row_index_offset=1)
     text = pl.col("line").str.strip_chars()

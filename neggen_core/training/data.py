@@ -18,7 +18,8 @@ import torch
 
 from neggen_core.artifacts.schemas import INTERACTIONS, USERS
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
-from neggen_core.embeddings.stage import read_embeddings, vectors_of
+from neggen_core.artifacts.vectors import vectors_of
+from neggen_core.embeddings.stage import read_embeddings
 from neggen_core.errors import ArtifactError
 
 

@@ -13,9 +13,10 @@ import pytest
 
 from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, METRICS, NEGATIVES, USERS
 from neggen_core.artifacts.store import ArtifactRef
+from neggen_core.artifacts.vectors import vectors_of
 from neggen_core.attributes.stage import item_inputs
 from neggen_core.config import NeggenConfig, load_config
-from neggen_core.embeddings.stage import read_embeddings, vectors_of
+from neggen_core.embeddings.stage import read_embeddings
 from neggen_core.encoders.text import TextEncoder, bundled_encoder
 from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
 from tests.conftest import OFFICE, REPO

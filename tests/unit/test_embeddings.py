@@ -13,14 +13,13 @@ from PIL import Image, ImageDraw
 
 from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.artifacts.vectors import vector_array, vectors_of
 from neggen_core.attributes.stage import item_inputs
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.embeddings.stage import (
     INDEX_FILE,
     load_index,
     read_embeddings,
-    vector_array,
-    vectors_of,
 )
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, pixel_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
