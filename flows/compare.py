@@ -1,21 +1,30 @@
-"""The `neggen-compare` flow: every method trained on the same data artifacts, then compared."""
+"""The `neggen-compare` flow: every method trained on the same data artifacts, then compared.
+
+The plan (`neggen_core.compare.plan`) decides which runs a comparison needs from the valid scores
+known so far; the flow submits each run to the configured task runner as soon as its settings are
+decided (the baselines' searches first, NegGen's once the baselines on its backbone are chosen,
+then every method's seeds), so the workers stay busy across those steps."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
+from prefect.futures import PrefectFuture, as_completed
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.compare import plan as planning
 from neggen_core.compare.stage import SPEC
-from neggen_core.config import load_config
+from neggen_core.config import NeggenConfig, load_config
 from neggen_core.stages import open_store, plan_versions
+from neggen_core.threads import worker_threads
 from tasks.attributes import attributes
 from tasks.compare import compare as compare_task
+from tasks.compare import record_choice, train_and_evaluate
 from tasks.embeddings import embeddings
-from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.negatives import negatives
-from tasks.train import train
+from tasks.runners import task_runner
 
 
 @flow(name="neggen-compare")
@@ -36,16 +45,60 @@ def compare(
     refs["attributes"] = attributes(config, refs["ingest"])
     refs["negatives"] = negatives(config, refs["ingest"], refs["attributes"])
     refs["embeddings"] = embeddings(config, refs["ingest"], refs["attributes"], refs["negatives"])
-
-    def train_and_evaluate(built: planning.RunArtifacts) -> None:
-        name = f"{built.label} seed {built.run.seed}"
-        trained = train.with_options(task_run_name=f"train {name}")(
-            built.config, refs["ingest"], refs["embeddings"]
-        )
-        evaluate.with_options(task_run_name=f"evaluate {name}")(
-            built.config, refs["ingest"], refs["embeddings"], trained
-        )
-
     if not open_store(config).exists("compare", plan_versions(config, [SPEC])["compare"]):
-        planning.run_all(config, train_and_evaluate)
+        build_runs(config, refs)
     return compare_task(config, refs).uri
+
+
+def build_runs(config: NeggenConfig, data: dict[str, ArtifactRef]) -> None:
+    """Train and evaluate every run the comparison needs on the configured task runner, each as
+    soon as the plan decides it; a run already built is read back, not trained again."""
+    settings = config.orchestration.task_runner
+    threads = worker_threads(settings)
+    scores: dict[planning.Run, float] = {}
+    running: dict[PrefectFuture[float], planning.Run] = {}
+    recorded: set[planning.Method] = set()
+
+    with task_runner(settings) as runner:
+
+        def submit_decided() -> None:
+            plan, todo = planning.advance(config, scores)
+            for method, runs in plan.grid.items():
+                if method not in recorded:
+                    recorded.add(method)
+                    record_choice.with_options(
+                        task_run_name=f"chosen: {method.name} on {method.backbone}"
+                    )(config, method, _search_rows(plan, method, runs))
+            submitted = set(running.values())
+            for run in todo:
+                if run not in submitted:
+                    label = planning.artifacts(config, run).label
+                    task = train_and_evaluate.with_options(
+                        task_run_name=f"{label} seed {run.seed} ({planning.describe(run.params)})"
+                    )
+                    parameters: dict[str, Any] = {
+                        "config": config,
+                        "run": run,
+                        "data": data,
+                        "threads": threads,
+                    }
+                    running[runner.submit(task, parameters)] = run
+
+        submit_decided()
+        while running:
+            done = next(as_completed(list(running)))
+            scores[running.pop(done)] = done.result()
+            submit_decided()
+
+
+def _search_rows(
+    plan: planning.Plan, method: planning.Method, runs: list[planning.Run]
+) -> list[dict[str, object]]:
+    return [
+        {
+            "point": planning.describe(run.params),
+            "valid_recall_20": plan.valid[run],
+            "chosen": run.params == plan.chosen[method],
+        }
+        for run in runs
+    ]

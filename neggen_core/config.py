@@ -319,16 +319,24 @@ class ScheduleConfig(StrictModel):
 
 
 class TaskRunnerConfig(StrictModel):
-    kind: Literal["thread", "dask", "ray"] = Field(
-        "thread",
-        description="What runs the shards: a thread pool in the flow's process, or a Dask or Ray "
-        "cluster (`pip install 'neggen[dask]'` / `'neggen[ray]'`).",
+    kind: Literal["thread", "process", "dask", "ray"] = Field(
+        "process",
+        description="What runs the shards and a comparison's training runs: a thread or process "
+        "pool on this machine, or a Dask or Ray cluster (`pip install 'neggen[dask]'` / "
+        "`'neggen[ray]'`). Training holds the GIL for long stretches: threads do not run two "
+        "trainings at once, processes do.",
     )
     max_workers: int = Field(
         2,
         ge=1,
-        description="Threads (thread), or the local cluster's worker processes (dask, ray "
-        "without an address).",
+        description="Threads or processes (thread, process), or the local cluster's worker "
+        "processes (dask, ray without an address).",
+    )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads of each training run; none: the machine's cores over "
+        "max_workers, so that the workers together use every core once.",
     )
     address: str | None = Field(
         None,
@@ -338,7 +346,7 @@ class TaskRunnerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _address_needs_a_cluster(self) -> TaskRunnerConfig:
-        if self.address and self.kind == "thread":
+        if self.address and self.kind in ("thread", "process"):
             raise ValueError("orchestration.task_runner.address needs kind dask or ray")
         return self
 

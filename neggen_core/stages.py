@@ -202,7 +202,8 @@ def run_stage(
     store = open_store(config)
     inputs = _inputs(config, spec, upstream)
     started = time.perf_counter()
-    with store.lock(f"{spec.name} {inputs.version}", config.artifacts.lock_timeout_s):
+    purpose = f"{spec.name} {inputs.version}"
+    with store.lock(spec.name, inputs.version, purpose, config.artifacts.lock_timeout_s):
         for ref in upstream.values():
             check_intact(store, ref.stage, ref.version)
         if store.exists(spec.name, inputs.version):
@@ -224,21 +225,21 @@ def run_stage(
 
 
 def remove_for_rebuild(config: NeggenConfig, stages: Sequence[str]) -> list[str]:
-    """Remove the artifacts these stages have under this config (under the dataset's lock), so
+    """Remove the artifacts these stages have under this config (each under its lock), so
     that the run builds them again; returns the folders removed."""
     store = open_store(config)
     versions = plan_versions(config)
     removed = []
-    with store.lock(f"rebuild {', '.join(stages)}", config.artifacts.lock_timeout_s):
-        for stage in stages:
-            if stage not in versions:
-                raise ConfigError(f"--rebuild {stage}: no such stage (stages: {STAGE_ORDER})")
-            if store.exists(stage, versions[stage]) or store.fs.exists(
-                store.path(stage, versions[stage])
-            ):
-                store.remove(stage, versions[stage])
-                _verified.discard((store.root, store.dataset, stage, versions[stage]))
-                removed.append(store.ref(stage, versions[stage]).uri)
+    for stage in stages:
+        if stage not in versions:
+            raise ConfigError(f"--rebuild {stage}: no such stage (stages: {STAGE_ORDER})")
+    for stage in stages:
+        version = versions[stage]
+        with store.lock(stage, version, f"rebuild {stage}", config.artifacts.lock_timeout_s):
+            if store.exists(stage, version) or store.fs.exists(store.path(stage, version)):
+                store.remove(stage, version)
+                _verified.discard((store.root, store.dataset, stage, version))
+                removed.append(store.ref(stage, version).uri)
     return removed
 
 

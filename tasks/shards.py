@@ -1,5 +1,5 @@
 """The sharded stages in the flow: a stage's pending shards mapped over the configured task
-runner (a thread pool, or a Dask or Ray cluster), each shard one task that holds a slot of the
+runner (`tasks.runners`), each shard one task that holds a slot of the
 LLM server's global concurrency limit in an LLM stage; the stage's own task then finishes the
 artifact from what the shards wrote."""
 
@@ -13,40 +13,15 @@ from typing import Any
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import NeggenConfig, TaskRunnerConfig
-from neggen_core.errors import ConfigError
+from neggen_core.config import NeggenConfig
 from neggen_core.sharding import Stats
 from neggen_core.stages import build_shard, pending_shards
+from neggen_core.threads import use_threads, worker_threads
+from tasks.runners import task_runner
 from tasks.stage_run import llm_slot, progress_listener
-
-
-def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
-    """The task runner `orchestration.task_runner` names, not started."""
-    if settings.kind == "thread":
-        return ThreadPoolTaskRunner(max_workers=settings.max_workers)
-    extra = settings.kind
-    try:
-        if settings.kind == "dask":
-            from prefect_dask import DaskTaskRunner
-
-            if settings.address:
-                return DaskTaskRunner(address=settings.address)
-            return DaskTaskRunner(
-                cluster_kwargs={"n_workers": settings.max_workers, "threads_per_worker": 1}
-            )
-        from prefect_ray import RayTaskRunner
-
-        if settings.address:
-            return RayTaskRunner(address=settings.address)
-        return RayTaskRunner(init_kwargs={"num_cpus": settings.max_workers})
-    except ImportError as exc:
-        raise ConfigError(
-            f"orchestration.task_runner.kind={extra} needs prefect-{extra}: "
-            f"pip install 'neggen[{extra}]' (or set orchestration.task_runner.kind=thread)"
-        ) from exc
 
 
 @task(name="shards", task_run_name="{stage}-shards", cache_policy=NO_CACHE)
@@ -68,9 +43,13 @@ def shard(
     first: int,
     stop: int,
     limit: str | None = None,
+    threads: int | None = None,
 ) -> Stats:
     """Build batches first..stop-1 of `stage` (those not written yet) into its staging folder,
-    holding a slot of the global concurrency limit `limit` (when there is one)."""
+    holding a slot of the global concurrency limit `limit` (when there is one), with `threads`
+    threads for the numeric libraries (None: their defaults, for shards that share a process)."""
+    if threads is not None:
+        use_threads(threads)
     with llm_slot(limit):
         return build_shard(config, stage, upstream, range(first, stop))
 
@@ -121,6 +100,9 @@ class ShardMap:
                 "first": [first for first, _ in shards],
                 "stop": [stop for _, stop in shards],
                 "limit": unmapped(limit),
+                "threads": unmapped(
+                    None if self.settings.kind == "thread" else worker_threads(self.settings)
+                ),
             },
         )
         report = progress_listener(stage, "shards")

@@ -117,13 +117,13 @@ def uri_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-LOCK = ".lock"  # the dataset lock file, not an artifact: rewritten by every run
+LOCKS = ".locks"  # the artifacts' lock files, not artifacts: rewritten by every build
 _threads = threading.local()
 log = logging.getLogger(__name__)
 
 
 def _held_locks() -> dict[str, int]:
-    """This thread's dataset locks and how deeply each is held."""
+    """This thread's artifact locks and how deeply each is held."""
     if not hasattr(_threads, "locks"):
         _threads.locks = {}
     held: dict[str, int] = _threads.locks
@@ -143,7 +143,7 @@ def _acquire(handle: IO[str], path: str, purpose: str, timeout_s: float) -> None
             holder = handle.read().strip() or "another process"
             if time.monotonic() >= deadline:
                 raise ArtifactError(
-                    f"{path}: the dataset is in use by {holder}; waited {timeout_s:.0f} s. Run "
+                    f"{path}: the artifact is in use by {holder}; waited {timeout_s:.0f} s. Run "
                     "again when it is done (or stop it; artifacts.lock_timeout_s sets the wait)"
                 ) from None
             if not said:
@@ -248,15 +248,17 @@ class ArtifactStore:
             self.fs.rm(folder, recursive=True)
 
     @contextmanager
-    def lock(self, purpose: str, timeout_s: float) -> Iterator[None]:
-        """Hold the dataset's lock (`<root>/<dataset>/.lock`) while building: a second holder
-        waits, up to `timeout_s`, then fails naming the holder. Re-entrant within a thread.
-        Only a local disk can be locked: on an object store this does nothing, and one pipeline
-        at a time per dataset is the user's to ensure."""
+    def lock(self, stage: str, version: str, purpose: str, timeout_s: float) -> Iterator[None]:
+        """Hold the lock of one artifact (`<root>/<dataset>/.locks/<stage>-<version>`) while
+        building or removing it: a second holder waits, up to `timeout_s`, then fails naming the
+        holder. Artifacts of other versions build at the same time (a comparison trains its runs
+        in parallel). Re-entrant within a thread. Only a local disk can be locked: on an object
+        store this does nothing, and one builder per artifact is the user's to ensure."""
         if not isinstance(self.fs, LocalFileSystem):
             yield
             return
-        path = posixpath.join(self._base, LOCK)
+        folder = posixpath.join(self._base, LOCKS)
+        path = posixpath.join(folder, f"{stage}-{version}")
         held = _held_locks()
         if held.get(path, 0):
             held[path] += 1
@@ -265,7 +267,7 @@ class ArtifactStore:
             finally:
                 held[path] -= 1
             return
-        self.fs.makedirs(self._base, exist_ok=True)
+        self.fs.makedirs(folder, exist_ok=True)
         with open(path, "a+", encoding="utf-8") as handle:
             _acquire(handle, path, purpose, timeout_s)
             held[path] = 1

@@ -5,6 +5,9 @@ that backbone (`neggen`, `neggen[real_only]`, ...). Each run is an ordinary trai
 pair of artifacts under a derived config, so a run already built (by an earlier comparison or by
 `neggen run`) is reused, and a killed comparison resumes where it stopped.
 
+The plan is pure: `advance` turns the valid scores known so far into the runs to build next, and
+the flow (`flows/compare.py`) maps those over its task runner as they become known.
+
 1. Search, the same budget for every method: a method's points are its whole grid
    (`compare.grid[name]`, every combination) when it has at most `compare.budget` of them, else
    a seeded random sample of `budget` points, kept in grid order (the same sample for NegGen and
@@ -25,7 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -120,7 +123,13 @@ class Plan:
     inherited: dict[Method, Params] = field(default_factory=dict)
 
     def final_runs(self) -> list[Run]:
-        return [Run(m, seed, self.chosen[m]) for m in self.methods for seed in self.seeds]
+        """Every chosen method's runs over the seeds."""
+        return [
+            Run(m, seed, self.chosen[m])
+            for m in self.methods
+            if m in self.chosen
+            for seed in self.seeds
+        ]
 
 
 def parse_methods(config: NeggenConfig) -> tuple[Method, ...]:
@@ -282,18 +291,21 @@ def merged(*params: Params) -> Params:
     return tuple(out.items())
 
 
-def resolve(
-    config: NeggenConfig, train_and_evaluate: Callable[[RunArtifacts], None] | None = None
-) -> Plan:
-    """Search every method (baselines first) and fill in the chosen values.
+def advance(config: NeggenConfig, scores: Mapping[Run, float]) -> tuple[Plan, list[Run]]:
+    """The plan as far as the valid scores known so far decide it, and the runs still to build
+    whose settings are decided: the search runs of every method whose inputs are chosen (NegGen's
+    wait for the baselines on their backbone), then every chosen method's seed runs.
 
-    With `train_and_evaluate`, every search run is built through it first (a built one is
-    skipped by the stage machinery); without, they must exist already."""
+    Pure: a comparison is built by calling it again as scores arrive, until no run is left."""
     plan = check(config)
-    store = open_store(config)
+    todo: list[Run] = []
+    open_methods: set[Method] = set()  # searched, some score still missing
 
-    def neggen_sampler(method: Method) -> Params:
-        """The best searched baseline on the backbone that NegGen can take, with its values."""
+    def neggen_sampler(method: Method) -> Params | None:
+        """The best searched baseline on the backbone that NegGen can take, with its values;
+        None while one of them is still being searched."""
+        if any(m.backbone == method.backbone and m.name in NEGGEN_SAMPLERS for m in open_methods):
+            return None
         candidates = [
             m
             for m in plan.grid
@@ -306,36 +318,43 @@ def resolve(
 
     def search(method: Method) -> None:
         base = neggen_sampler(method) if method.is_neggen else ()
+        if base is None:
+            open_methods.add(method)
+            return
         plan.inherited[method] = base
         runs = [
             Run(method, plan.seeds[0], merged(base, point))
             for point in search_points(config, method)
         ]
-        for run in runs:
-            built = artifacts(config, run)
-            if train_and_evaluate is not None:
-                train_and_evaluate(built)
-            plan.valid[run] = valid_score(store, built)
+        missing = [run for run in runs if run not in scores]
+        if missing:
+            todo.extend(missing)
+            open_methods.add(method)
+            return
+        plan.valid.update((run, scores[run]) for run in runs)
         plan.grid[method] = runs
         plan.chosen[method] = max(runs, key=lambda r: plan.valid[r]).params  # first of ties
 
     for method in sorted(plan.methods, key=lambda m: m.is_neggen):  # stable: baselines first
         source = grid_source(config, plan.methods, method)
-        if source not in plan.chosen:
+        if source not in plan.chosen and source not in open_methods:
             search(source)
-        plan.chosen[method] = plan.chosen[source]
-    return plan
+        if source in plan.chosen:
+            plan.chosen[method] = plan.chosen[source]
+    final = [run for run in plan.final_runs() if run not in scores and run not in todo]
+    return plan, [*todo, *final]
 
 
-def run_all(
-    config: NeggenConfig, train_and_evaluate: Callable[[RunArtifacts], None]
-) -> tuple[Plan, list[RunArtifacts]]:
-    """Search the grids, then build every method's runs over the seeds."""
-    plan = resolve(config, train_and_evaluate)
-    final = [artifacts(config, run) for run in plan.final_runs()]
-    for built in final:
-        train_and_evaluate(built)
-    return plan, final
+def built_plan(config: NeggenConfig) -> Plan:
+    """The whole plan, read from the built runs' evaluate reports (each must exist)."""
+    store = open_store(config)
+    scores: dict[Run, float] = {}
+    while True:
+        plan, todo = advance(config, scores)
+        if not todo:
+            return plan
+        for run in todo:
+            scores[run] = valid_score(store, artifacts(config, run))
 
 
 def describe(params: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> str:

@@ -203,7 +203,7 @@ def build(
     upstream: Mapping[str, ArtifactRef],
     writer: ArtifactWriter,
 ) -> dict[str, Any]:
-    plan = planning.resolve(config)
+    plan = planning.built_plan(config)
     final = [planning.artifacts(config, run) for run in plan.final_runs()]
     tables = [_run_tables(store, built) for built in final]
     comparison = pl.DataFrame(
@@ -278,3 +278,13 @@ SPEC = StageSpec(
     version_config=version_config,
     build=build,
 )
+
+
+def result_tables(store: ArtifactStore, ref: ArtifactRef) -> dict[str, pl.DataFrame]:
+    """The comparison, summary, grid and curves tables without wall-clock columns: what two builds
+    of one comparison agree on, whatever task runner trained their runs."""
+    frames = {name: store.read_frame(ref, name, schema) for name, schema in TABLES.items()}
+    return {
+        name: frame.select(c for c in frame.columns if not c.endswith("_seconds"))
+        for name, frame in frames.items()
+    }

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from neggen_core.threads import budget
+
 CACHE_ENV = "NEGGEN_CACHE_DIR"
 
 
@@ -66,7 +68,9 @@ class OpenVinoSentenceModel:
         self.folder = cache_root() / "openvino" / digest
         if not (self.folder / "model.xml").exists():
             self._convert(openvino, key)
-        compiled = openvino.Core().compile_model(str(self.folder / "model.xml"), "CPU")
+        threads = budget()
+        settings = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        compiled = openvino.Core().compile_model(str(self.folder / "model.xml"), "CPU", settings)
         self._network = compiled
         self._inputs = {port.get_any_name() for port in compiled.inputs}
         self._requests = threading.local()  # one model serves every thread, a request each

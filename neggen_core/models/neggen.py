@@ -95,7 +95,9 @@ class ModalAttention(nn.Module):
 
     def attend(self, projected: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """(n, M) attention weights over the modalities present."""
-        logits = torch.tanh(self.key(projected)) @ self.query
+        # a product with a (d, 1) matrix, not a vector: its gradient then goes through a matrix
+        # product that gives the same bits whatever the number of threads (the vector's does not)
+        logits = (torch.tanh(self.key(projected)) @ self.query[:, None]).squeeze(-1)
         return torch.softmax(logits.masked_fill(~present, float("-inf")), dim=1)
 
     @staticmethod

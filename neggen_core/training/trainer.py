@@ -4,6 +4,12 @@ kept, a checkpoint after every epoch from which a killed run resumes exactly.
 Every epoch draws from its own generator, seeded by (seed, epoch): an epoch replayed after a
 resume shuffles and samples exactly as it did, so a resumed run ends where an uninterrupted one
 does. Nothing here looks at the test split.
+
+A run's result does not depend on how many threads torch has (so a comparison on one worker with
+two threads equals one on two workers with one thread each): training uses torch's deterministic
+kernels (CPU advanced-index gradients otherwise add in thread order), MKL runs in its strict
+reproducibility mode (`neggen_core/__init__.py`), and the models avoid matrix-vector products,
+whose gradient MKL does not keep reproducible.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train until valid Recall@20 has not improved for `patience` epochs (or `epochs` ran)."""
+    torch.use_deterministic_algorithms(True)  # process-wide, and left on: see the docstring
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     log: list[dict[str, Any]] = []
     first_epoch, best_epoch, best_value, bad_epochs = 0, -1, -1.0, 0

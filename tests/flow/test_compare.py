@@ -19,8 +19,9 @@ import pytest
 
 from neggen.cli import main
 from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
-from neggen_core.artifacts.store import LOCK
+from neggen_core.artifacts.store import LOCKS, ArtifactStore
 from neggen_core.compare.browser import check_page, find_chromium
+from neggen_core.compare.stage import result_tables
 from neggen_core.errors import NeggenError
 from tests.conftest import DEMO_SETTINGS, REPO
 
@@ -190,8 +191,8 @@ def test_prefect_artifacts_status_and_skip(
     store_root = Path(root) / "demo-small"
 
     def written() -> dict[Path, int]:
-        """Every file's mtime but the dataset lock's, which each run takes (rewrites)."""
-        files = (p for p in store_root.rglob("*") if p.is_file() and p.name != LOCK)
+        """Every file's mtime but the locks', which each run takes (rewrites)."""
+        files = (p for p in store_root.rglob("*") if p.is_file() and LOCKS not in p.parts)
         return {p: p.stat().st_mtime_ns for p in files}
 
     before = written()
@@ -240,3 +241,48 @@ def test_killed_comparison_resumes_to_the_same_table(
         .equals(_table(uninterrupted, "comparison", COMPARISON).select(columns))
     )
     assert _table(resumed, "grid", GRID).equals(_table(uninterrupted, "grid", GRID))
+
+
+RUNNERS = {
+    "one worker": (
+        "orchestration.task_runner.kind=thread",
+        "orchestration.task_runner.max_workers=1",
+    ),
+    "two processes": (
+        "orchestration.task_runner.kind=process",
+        "orchestration.task_runner.max_workers=2",
+    ),
+    "local dask": (
+        "orchestration.task_runner.kind=dask",
+        "orchestration.task_runner.max_workers=2",
+    ),
+}
+
+
+def test_the_same_tables_whatever_runs_the_comparison(
+    compared: tuple[str, str, str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """1 worker with every core, 2 processes with one core each, a local Dask cluster: each
+    trains the same runs from its own root, and every result table is the same."""
+    root, _, _ = compared
+    methods = ["rns", "dns", "neggen"]
+    grid = "compare.grid={dns: {train.samplers.dns.pool: [4, 8]}}"
+    results = {}
+    for name, settings in RUNNERS.items():
+        fresh = tmp_path / name.replace(" ", "-")
+        for stage in ("ingest", "attributes", "negatives", "embeddings"):
+            shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
+        # 8 epochs: enough for a thread-dependent sum to show in NegGen's losses (epoch 4)
+        more = (*settings, "train.epochs=8")
+        args = _args(str(fresh), methods, grid)
+        assert main(["compare", *args, *(f"--set={s}" for s in more)]) == 0, name
+        uri = _uri(capfd.readouterr().out)
+        assert Path(uri).parent.parent == fresh / "demo-small", uri  # built here, not reused
+        store = ArtifactStore(str(fresh), "demo-small")
+        results[name] = result_tables(store, store.ref("compare", Path(uri).name))
+    first = results["one worker"]
+    assert first["comparison"].select("method", "seed").unique().height == 3 * 2
+    assert first["grid"].height == 1 + 2 + 1  # rns, dns's two points, neggen
+    for name, tables in results.items():
+        for table, frame in tables.items():
+            assert frame.equals(first[table]), f"{name}: {table} differs from one worker's"

@@ -22,7 +22,7 @@ import yaml
 
 from flows.deployments import FULL, REGENERATE
 from neggen_core.artifacts.schemas import METRICS, NEGATIVES
-from neggen_core.artifacts.store import LOCK
+from neggen_core.artifacts.store import LOCKS
 from neggen_core.config import load_config
 from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
 from tests.conftest import DEMO_SETTINGS, REPO
@@ -162,8 +162,10 @@ def store_has_train(root: str, overrides: list[str]) -> bool:
 
 
 def _files(folder: Path) -> dict[Path, int]:
-    """Every file's mtime but the dataset lock's, which each run takes (rewrites)."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != LOCK}
+    """Every file's mtime but the locks', which each run takes (rewrites)."""
+    return {
+        p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and LOCKS not in p.parts
+    }
 
 
 def test_full_deployment_runs_then_skips(served: tuple[Processes, Api, str, list[str]]) -> None:

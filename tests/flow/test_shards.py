@@ -80,7 +80,8 @@ def test_shards_on_threads_build_what_one_task_builds(
     tmp_path: Path, whole: dict[str, ArtifactRef]
 ) -> None:
     root = tmp_path / "artifacts"
-    state = _run(root, "embeddings", "orchestration.task_runner.max_workers=2")
+    threads = ("orchestration.task_runner.kind=thread", "orchestration.task_runner.max_workers=2")
+    state = _run(root, "embeddings", *threads)
     assert state.is_completed(), state
     _assert_same(root, whole, SHARDED)
 
@@ -99,7 +100,7 @@ def test_shards_on_threads_build_what_one_task_builds(
     assert report["texts_encoded_this_attempt"] == report["unique_texts"]
 
     # built: a second run maps no shard
-    again = _run(root, "embeddings", "orchestration.task_runner.max_workers=2")
+    again = _run(root, "embeddings", *threads)
     names, _ = _task_runs_and_progress(again.state_details.flow_run_id)
     assert not [n for n in names if "-shard-" in n], names
 
@@ -108,7 +109,8 @@ def test_a_failed_shard_is_resumed_and_nothing_is_built_twice(
     tmp_path: Path, whole: dict[str, ArtifactRef], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "artifacts"
-    assert _run(root, "attributes").is_completed()
+    in_process = "orchestration.task_runner.kind=thread"  # the patch reaches thread workers
+    assert _run(root, "attributes", in_process).is_completed()
     real_batch = negatives_stage.Job._batch
 
     def failing_at_batch_two(self: negatives_stage.Job, number: int) -> object:
@@ -117,7 +119,7 @@ def test_a_failed_shard_is_resumed_and_nothing_is_built_twice(
         return real_batch(self, number)
 
     monkeypatch.setattr(negatives_stage.Job, "_batch", failing_at_batch_two)
-    failed = _run(root, "negatives")
+    failed = _run(root, "negatives", in_process)
     assert failed.is_failed()
     version = whole["negatives"].version
     staging = root / "demo-small" / "negatives" / f".staging-{version}" / "negatives"
@@ -125,7 +127,7 @@ def test_a_failed_shard_is_resumed_and_nothing_is_built_twice(
     assert "part-00002.parquet" not in written and written
 
     monkeypatch.setattr(negatives_stage.Job, "_batch", real_batch)
-    resumed = _run(root, "negatives")
+    resumed = _run(root, "negatives", in_process)
     assert resumed.is_completed()
     names, _ = _task_runs_and_progress(resumed.state_details.flow_run_id)
     assert "negatives-shard-2-4" in names and "negatives-shard-0-2" not in names
@@ -170,6 +172,7 @@ def _installed(kind: str) -> bool:
 @pytest.mark.parametrize(
     "kind",
     [
+        "process",
         pytest.param(
             "dask", marks=pytest.mark.skipif(not _installed("dask"), reason="the dask extra")
         ),
@@ -184,7 +187,7 @@ def _installed(kind: str) -> bool:
         ),
     ],
 )
-def test_shards_on_a_local_cluster_build_what_one_task_builds(
+def test_shards_on_processes_or_a_local_cluster_build_what_one_task_builds(
     kind: str, tmp_path: Path, whole: dict[str, ArtifactRef]
 ) -> None:
     root = tmp_path / "artifacts"

@@ -221,3 +221,60 @@ def test_holm_adjusts_in_steps_and_keeps_the_order() -> None:
     assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_the_plan_advances_as_valid_scores_arrive() -> None:
+    """Baselines' searches first; NegGen's once the baselines it can take from are chosen (not
+    waiting on MixGCF, whose negatives it cannot take); each method's seeds once it is chosen."""
+    config = with_settings(
+        load_config(None),
+        {
+            "compare.methods": {"lightgcn": ["rns", "dns", "mixgcf", "neggen"]},
+            "compare.seeds": 2,
+            "compare.grid": {
+                "dns": {"train.samplers.dns.pool": [4, 8]},
+                "mixgcf": {"train.samplers.mixgcf.pool": [4, 8]},
+                "neggen": {"train.neggen.effect_weight": [0.4, 1.0]},
+            },
+        },
+    )
+    rns, dns, mixgcf, neggen = (
+        plan.Method("lightgcn", name) for name in ("rns", "dns", "mixgcf", "neggen")
+    )
+    first, second = plan.seeds(config)
+
+    def run(method: plan.Method, seed: int, **params: object) -> plan.Run:
+        return plan.Run(method, seed, tuple(params.items()))
+
+    scores: dict[plan.Run, float] = {}
+    _, todo = plan.advance(config, scores)
+    dns4 = run(dns, first, **{"train.samplers.dns.pool": 4})
+    dns8 = run(dns, first, **{"train.samplers.dns.pool": 8})
+    mix4 = run(mixgcf, first, **{"train.samplers.mixgcf.pool": 4})
+    mix8 = run(mixgcf, first, **{"train.samplers.mixgcf.pool": 8})
+    assert todo == [run(rns, first), dns4, dns8, mix4, mix8]
+
+    scores.update({run(rns, first): 0.10, dns4: 0.12, dns8: 0.11})  # MixGCF still running
+    decided, todo = plan.advance(config, scores)
+    assert decided.chosen[dns] == dns4.params and mixgcf not in decided.chosen
+    inherited = {"train.sampler": "dns", "train.samplers.dns.pool": 4}
+    assert todo == [
+        mix4,
+        mix8,
+        run(neggen, first, **inherited, **{"train.neggen.effect_weight": 0.4}),
+        run(neggen, first, **inherited, **{"train.neggen.effect_weight": 1.0}),
+        run(rns, second),
+        plan.Run(dns, second, dns4.params),
+    ]
+
+    scores.update(dict.fromkeys(todo, 0.05))
+    better = todo[3]  # NegGen's second point
+    scores[better] = 0.2
+    whole, todo = plan.advance(config, scores)
+    assert whole.chosen[neggen] == better.params and whole.chosen[mixgcf] == mix4.params
+    assert todo == [
+        plan.Run(mixgcf, second, mix4.params),
+        plan.Run(neggen, second, whole.chosen[neggen]),
+    ]
+    scores.update(dict.fromkeys(todo, 0.05))
+    assert plan.advance(config, scores)[1] == []

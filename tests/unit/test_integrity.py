@@ -119,9 +119,9 @@ def test_a_broken_part_of_an_earlier_attempt_is_built_again(
 HOLD = """
 import sys, time
 from neggen_core.config import load_config
-from neggen_core.stages import open_store
-store = open_store(load_config(None, [f"artifacts.root={sys.argv[1]}"]))
-with store.lock("a test holder", 60):
+from neggen_core.stages import open_store, plan_versions
+config = load_config(None, [f"artifacts.root={sys.argv[1]}"])
+with open_store(config).lock("ingest", plan_versions(config)["ingest"], "a test holder", 60):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
 """
@@ -138,6 +138,9 @@ def test_a_waiting_run_names_the_holder(root: str) -> None:
             ArtifactError, match=rf"in use by a test holder \(pid {holder.pid} on .*waited"
         ):
             run_stage(config, "ingest", {})
+        # another artifact builds meanwhile: the lock is the artifact's, not the dataset's
+        with open_store(config).lock("ingest", "another-version", "a second holder", 0.5):
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -68,13 +68,17 @@ def test_shards_in_any_order_then_the_stage_give_the_one_piece_artifact(
 
 
 def test_the_task_runner_is_the_one_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-    from tasks.shards import task_runner
+    from tasks.runners import task_runner
 
-    config = load_config(None, ["orchestration.task_runner.max_workers=3"])
-    runner = task_runner(config.orchestration.task_runner)
-    assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
+    for kind, runner_type in (("thread", ThreadPoolTaskRunner), ("process", ProcessPoolTaskRunner)):
+        config = load_config(
+            None,
+            [f"orchestration.task_runner.kind={kind}", "orchestration.task_runner.max_workers=3"],
+        )
+        runner = task_runner(config.orchestration.task_runner)
+        assert isinstance(runner, runner_type) and runner._max_workers == 3
 
     for kind in ("dask", "ray"):
         monkeypatch.setitem(sys.modules, f"prefect_{kind}", None)  # not installed
@@ -84,5 +88,12 @@ def test_the_task_runner_is_the_one_configured(monkeypatch: pytest.MonkeyPatch) 
         ):
             task_runner(config.orchestration.task_runner)
 
-    with pytest.raises(ConfigError, match="address needs kind dask or ray"):
-        load_config(None, ["orchestration.task_runner.address=tcp://scheduler:8786"])
+    for kind in ("thread", "process"):
+        with pytest.raises(ConfigError, match="address needs kind dask or ray"):
+            load_config(
+                None,
+                [
+                    f"orchestration.task_runner.kind={kind}",
+                    "orchestration.task_runner.address=tcp://scheduler:8786",
+                ],
+            )

@@ -392,3 +392,44 @@ def test_a_baseline_version_follows_only_what_it_reads(
     }
     evaluated = run_stage(config, "evaluate", {"ingest": refs["ingest"], "train": train}).ref
     assert evaluated.version == plan_versions(config)["evaluate"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("train.model=mf", "train.sampler=rns"),
+        ("train.model=lightgcn", "train.sampler=mixgcf"),
+        ("train.model=neggen", "train.sampler=dns"),
+    ],
+    ids=lambda s: "+".join(v.split("=")[1] for v in s),
+)
+def test_training_gives_the_same_bits_on_one_or_two_threads(
+    demo: tuple[str, dict[str, ArtifactRef]], settings: tuple[str, ...]
+) -> None:
+    """What makes a comparison's tables the same on 1 worker x 2 threads and on 2 workers x 1
+    thread: without deterministic kernels MF's gradients differ in the last bits (advanced
+    indexing adds in thread order), and NegGen's without MKL's strict mode or with a
+    matrix-vector product in its attention."""
+    root, refs = demo
+    config = _config(root, "train.epochs=4", "train.patience=100", *settings)
+    data = _data(root, refs)
+    before = torch.get_num_threads()
+    states, logs = [], []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = build_model(config.train, data)
+            result = fit(
+                model,
+                build_sampler(config.train, data),
+                data,
+                Evaluator(data, config.evaluate),
+                config.train,
+            )
+            states.append(model.state_dict())
+            logs.append([(r["loss"], r["valid_recall_20"]) for r in result.log])
+    finally:
+        torch.set_num_threads(before)
+    assert logs[0] == logs[1]
+    differ = [k for k in states[0] if not torch.equal(states[0][k], states[1][k])]
+    assert not differ, differ
