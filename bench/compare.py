@@ -29,11 +29,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from neggen_core.artifacts.schemas import COMPARISON  # noqa: E402
-from neggen_core.compare.stage import result_tables  # noqa: E402
+from neggen_core.compare.stage import DATA_STAGES, result_tables  # noqa: E402
 from neggen_core.config import load_config  # noqa: E402
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage  # noqa: E402
+from neggen_core.stages import open_store, run_stage  # noqa: E402
 
-DATA_STAGES = STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]
 RUNNERS = {
     "one_worker": [
         "orchestration.task_runner.kind=thread",

@@ -72,9 +72,9 @@ def build_runs(config: NeggenConfig, data: dict[str, ArtifactRef]) -> None:
             submitted = set(running.values())
             for run in todo:
                 if run not in submitted:
-                    label = planning.artifacts(config, run).label
+                    name = f"{planning.label(config, run)} seed {run.seed}"
                     task = train_and_evaluate.with_options(
-                        task_run_name=f"{label} seed {run.seed} ({planning.describe(run.params)})"
+                        task_run_name=f"{name} ({planning.describe(run.params)})"
                     )
                     parameters: dict[str, Any] = {
                         "config": config,

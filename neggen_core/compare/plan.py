@@ -248,6 +248,11 @@ def check(config: NeggenConfig) -> Plan:
     return plan
 
 
+def label(config: NeggenConfig, run: Run) -> str:
+    """How results name the run's method: `lightgcn+dns`, `neggen(lightgcn)+dns`."""
+    return method_name(run.config(config).train)
+
+
 def artifacts(config: NeggenConfig, run: Run) -> RunArtifacts:
     """The run's artifact refs under this config (whether built or not)."""
     run_config = run.config(config)

@@ -21,7 +21,7 @@ from neggen.cli import main
 from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
 from neggen_core.artifacts.store import LOCKS, ArtifactStore
 from neggen_core.compare.browser import check_page, find_chromium
-from neggen_core.compare.stage import result_tables
+from neggen_core.compare.stage import DATA_STAGES, result_tables
 from neggen_core.errors import NeggenError
 from tests.conftest import DEMO_SETTINGS, REPO
 
@@ -209,7 +209,7 @@ def test_killed_comparison_resumes_to_the_same_table(
     root, _, _ = compared
     small = {"methods": ["rns", "neggen"], "grid": "compare.grid={}"}
     fresh = tmp_path / "artifacts"
-    for stage in ("ingest", "attributes", "negatives", "embeddings"):
+    for stage in DATA_STAGES:
         shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     command = [sys.executable, "-m", "neggen", "compare", *_args(str(fresh), **small)]
@@ -270,7 +270,7 @@ def test_the_same_tables_whatever_runs_the_comparison(
     results = {}
     for name, settings in RUNNERS.items():
         fresh = tmp_path / name.replace(" ", "-")
-        for stage in ("ingest", "attributes", "negatives", "embeddings"):
+        for stage in DATA_STAGES:
             shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
         # 8 epochs: enough for a thread-dependent sum to show in NegGen's losses (epoch 4)
         more = (*settings, "train.epochs=8")
