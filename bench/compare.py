@@ -24,14 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neggen_core.artifacts.schemas import COMPARISON
+from neggen_core.compare.stage import DATA_STAGES, result_tables
+from neggen_core.config import load_config
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from neggen_core.artifacts.schemas import COMPARISON  # noqa: E402
-from neggen_core.compare.stage import DATA_STAGES, result_tables  # noqa: E402
-from neggen_core.config import load_config  # noqa: E402
-from neggen_core.stages import open_store, run_stage  # noqa: E402
 
 RUNNERS = {
     "one_worker": [

@@ -15,28 +15,26 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from neggen_core.artifacts.vectors import vectors_of
+from neggen_core.attributes.contract import read_descriptions
+from neggen_core.config import load_config
+from neggen_core.embeddings.compute import embedding_inputs, text_key
+from neggen_core.embeddings.contract import load_index, read_embeddings
+from neggen_core.encoders.index import IndexSettings, ItemIndex
+from neggen_core.encoders.text import TextEncoder
+from neggen_core.ingest.contract import read_items
+from neggen_core.negatives.contract import read_negatives
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from neggen_core.artifacts.vectors import vectors_of  # noqa: E402
-from neggen_core.config import load_config  # noqa: E402
-from neggen_core.embeddings.stage import (  # noqa: E402
-    gather_inputs,
-    load_index,
-    read_embeddings,
-    text_key,
-)
-from neggen_core.encoders.index import IndexSettings, ItemIndex  # noqa: E402
-from neggen_core.encoders.text import TextEncoder  # noqa: E402
-from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage  # noqa: E402
 
 
 def _search_rate(index: ItemIndex, queries: np.ndarray, k: int, repeat: int = 5) -> float:
@@ -61,7 +59,11 @@ def main() -> None:
     refs = {}
     for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings")]:
         refs[stage] = run_stage(config, stage, refs).ref
-    texts = gather_inputs(store, refs).texts()
+    texts = embedding_inputs(
+        read_items(store, refs["ingest"]),
+        read_descriptions(store, refs["attributes"]),
+        read_negatives(store, refs["negatives"]),
+    ).texts()
 
     runs: dict[str, dict[str, Any]] = {}
     vectors: dict[str, np.ndarray] = {}

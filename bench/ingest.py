@@ -28,7 +28,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 
 
 def _peak_rss_mb() -> float:
@@ -42,7 +41,8 @@ def _peak_rss_mb() -> float:
 def run_project(reviews: str, meta: str, out: str) -> dict[str, Any]:
     """The project's ingest stage, exactly as `neggen run --until ingest` runs it."""
     from neggen_core.config import load_config
-    from neggen_core.stages import open_store, run_stage
+    from neggen_core.pipeline.run import run_stage
+    from neggen_core.pipeline.stages import open_store
 
     config = load_config(
         None,

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 
 
 def _records(users: int = 200, items: int = 50) -> bytes:
@@ -51,7 +49,7 @@ def _repeat(out: IO[bytes], byte: bytes, count: int, piece: int = 1 << 20) -> No
 
 
 def _child(reviews: str, meta: str) -> None:
-    from neggen_core.ingest.pipeline import ingest_files
+    from neggen_core.ingest.job import ingest_files
 
     started = time.perf_counter()
     result = ingest_files("amazon2023", reviews, meta, 1)

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _standin import MODEL, standin_process
+
+from neggen_core.artifacts.schemas import ITEMS
+from neggen_core.attributes.contract import item_inputs
+from neggen_core.config import VllmConfig, load_config
+from neggen_core.images import ImagePolicy
+from neggen_core.llm.cache import ResponseCache
+from neggen_core.llm.models import ItemInput
+from neggen_core.llm.vllm import VllmBackend
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from neggen_core.artifacts.schemas import ITEMS  # noqa: E402
-from neggen_core.attributes.stage import item_inputs  # noqa: E402
-from neggen_core.config import VllmConfig, load_config  # noqa: E402
-from neggen_core.images import ImagePolicy  # noqa: E402
-from neggen_core.llm.cache import ResponseCache  # noqa: E402
-from neggen_core.llm.models import ItemInput  # noqa: E402
-from neggen_core.llm.vllm import VllmBackend  # noqa: E402
-from tests.standin_server import MODEL, standin_process  # noqa: E402
 
 
 def bench_vllm(requests: int, concurrency: int, latency: float) -> dict[str, Any]:
@@ -77,7 +76,8 @@ def bench_offline() -> dict[str, Any] | None:
         return None
     from neggen_core.encoders.text import bundled_encoder
     from neggen_core.llm.offline import OfflineBackend, ZeroShot
-    from neggen_core.stages import open_store, run_stage
+    from neggen_core.pipeline.run import run_stage
+    from neggen_core.pipeline.stages import open_store
 
     with tempfile.TemporaryDirectory() as root:
         config = load_config(REPO / "configs" / "office.yaml", [f"artifacts.root={root}"])

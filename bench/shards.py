@@ -19,19 +19,19 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _standin import MODEL, standin_process
+
+from neggen_core.config import NeggenConfig, load_config
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from neggen_core.config import NeggenConfig, load_config  # noqa: E402
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage  # noqa: E402
-from tests.standin_server import MODEL, standin_process  # noqa: E402
 
 OFFICE = REPO / "configs" / "office.yaml"
 LIMIT = "bench-llm"  # a global concurrency limit of 4 slots

@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from neggen_core.config import NeggenConfig, load_config
+from neggen_core.evaluation.evaluator import Evaluator
+from neggen_core.models.registry import build_model, build_sampler, method_name
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store
+from neggen_core.train.compute import fit
+from neggen_core.train.contract import load_training_data
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from neggen_core.config import NeggenConfig, load_config  # noqa: E402
-from neggen_core.evaluation.evaluator import Evaluator  # noqa: E402
-from neggen_core.models.registry import build_model, build_sampler, method_name  # noqa: E402
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage  # noqa: E402
-from neggen_core.training.data import load_training_data  # noqa: E402
-from neggen_core.training.trainer import fit  # noqa: E402
 
 METHODS = {
     "lightgcn+rns": ["train.model=lightgcn", "train.sampler=rns"],

@@ -16,7 +16,7 @@ from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.compare import plan as planning
 from neggen_core.compare.stage import SPEC
 from neggen_core.config import NeggenConfig, load_config
-from neggen_core.stages import open_store, plan_versions
+from neggen_core.pipeline.run import built_artifact
 from neggen_core.threads import worker_threads
 from tasks.attributes import attributes
 from tasks.compare import compare as compare_task
@@ -34,18 +34,19 @@ def compare(
     methods: list[str] | None = None,
     backbones: list[str] | None = None,
     seeds: int | None = None,
+    config: NeggenConfig | None = None,
 ) -> str:
     """Build the data stages once, train and evaluate every method (grid, then seeds), and
     write the comparison; returns its artifact URI."""
-    config = planning.comparison_config(
-        load_config(config_path, overrides or []), methods, backbones, seeds
-    )
+    if config is None:
+        config = load_config(config_path, overrides or [])
+    config = planning.comparison_config(config, methods, backbones, seeds)
 
     refs: dict[str, ArtifactRef] = {"ingest": ingest(config)}
     refs["attributes"] = attributes(config, refs["ingest"])
     refs["negatives"] = negatives(config, refs["ingest"], refs["attributes"])
     refs["embeddings"] = embeddings(config, refs["ingest"], refs["attributes"], refs["negatives"])
-    if not open_store(config).exists("compare", plan_versions(config, [SPEC])["compare"]):
+    if built_artifact(config, SPEC, refs) is None:
         build_runs(config, refs)
     return compare_task(config, refs).uri
 

@@ -15,9 +15,9 @@ from neggen_core.compare.plan import comparison_config
 from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import load_config
 from neggen_core.errors import NeggenError
-from neggen_core.models.registry import check_names
+from neggen_core.pipeline.stages import STAGE_ORDER, select_stages
+from neggen_core.pipeline.status import status
 from neggen_core.redaction import redact
-from neggen_core.stages import STAGE_ORDER, select_stages, status
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -84,14 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    check_names(load_config(args.config, args.overrides).train)
+    config = load_config(args.config, args.overrides)
     select_stages(args.from_stage, args.until_stage)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.neggen import neggen
 
     uris = neggen(
-        config_path=args.config,
-        overrides=args.overrides,
+        config=config,
         from_stage=args.from_stage,
         until_stage=args.until_stage,
         rebuild=args.rebuild,
@@ -111,15 +110,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     # fail on a bad method, grid or seed count before Prefect starts
-    comparison_config(
-        load_config(args.config, args.overrides), args.methods, args.backbones, args.seeds
-    )
+    config = load_config(args.config, args.overrides)
+    comparison_config(config, args.methods, args.backbones, args.seeds)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.compare import compare
 
     uri = compare(
-        config_path=args.config,
-        overrides=args.overrides,
+        config=config,
         methods=args.methods,
         backbones=args.backbones,
         seeds=args.seeds,
@@ -142,7 +139,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    check_names(config.train)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.deployments import serve_deployments
 

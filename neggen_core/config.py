@@ -242,10 +242,13 @@ class SamplersConfig(StrictModel):
     ahns: AhnsConfig = Field(default_factory=AhnsConfig)
 
 
+ModelName = Literal["mf", "lightgcn", "neggen"]
+BackboneName = Literal["mf", "lightgcn"]
+SamplerName = Literal["rns", "dns", "mixgcf", "ahns"]
 NegGenAblation = Literal["none", "no_causal", "no_alignment", "real_only", "random_intervention"]
 
 
-class NegGenConfig(StrictModel):
+class NegGenSettings(StrictModel):
     effect_weight: float = Field(
         0.4, ge=0, description="lambda: weight of the key-feature effect in the score."
     )
@@ -273,9 +276,11 @@ class NegGenConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    model: str = Field("neggen", description="Registry name: mf, lightgcn or neggen.")
-    backbone: str = Field("lightgcn", description="NegGen's backbone: mf or lightgcn.")
-    sampler: str = Field("rns", description="Real-negative sampler: rns, dns, mixgcf or ahns.")
+    model: ModelName = Field("neggen", description="The recommender: mf, lightgcn or neggen.")
+    backbone: BackboneName = Field("lightgcn", description="NegGen's backbone: mf or lightgcn.")
+    sampler: SamplerName = Field(
+        "rns", description="Real-negative sampler: rns, dns, mixgcf, ahns."
+    )
     embedding_size: int = Field(64, ge=1)
     n_layers: int = Field(1, ge=1, description="LightGCN propagation layers.")
     reg_weight: float = Field(
@@ -289,7 +294,7 @@ class TrainConfig(StrictModel):
     )
     seed: int = Field(999)
     samplers: SamplersConfig = Field(default_factory=SamplersConfig)
-    neggen: NegGenConfig = Field(default_factory=NegGenConfig)
+    neggen: NegGenSettings = Field(default_factory=NegGenSettings)
 
 
 class EvaluateConfig(StrictModel):

@@ -21,13 +21,17 @@ import posixpath
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import fsspec
+import numpy as np
 from PIL import Image
 
 MAX_BYTES = 32 * 2**20
+T = TypeVar("T")
+IMAGE_SIDE = 64  # the side of the square pixel grid that image features are read from
 MAX_PIXELS = 64_000_000  # Pillow raises DecompressionBombError past twice its own limit
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 
@@ -105,7 +109,7 @@ class ImagePolicy:
             if where.lower().startswith(("http://", "https://")):
                 return self._fetch(where)
             with fsspec.open(where, "rb") as handle:
-                data = handle.read(self.max_bytes + 1)
+                data: bytes = handle.read(self.max_bytes + 1)
         except FileNotFoundError as exc:
             raise ImageRefused("no such file") from exc
         except OSError as exc:
@@ -118,7 +122,7 @@ class ImagePolicy:
         opener = urllib.request.build_opener(_HttpOnlyRedirects)
         try:
             with opener.open(url, timeout=self.timeout_s) as reply:
-                data = reply.read(self.max_bytes + 1)
+                data: bytes = reply.read(self.max_bytes + 1)
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise ImageRefused(f"not fetched ({exc})") from exc
         if len(data) > self.max_bytes:
@@ -137,7 +141,7 @@ class ImagePolicy:
         return data, mime
 
 
-def _decoded(data: bytes, use: Any) -> Any:
+def _decoded(data: bytes, use: Callable[[Image.Image], T]) -> T:
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_PIXELS:
@@ -145,3 +149,29 @@ def _decoded(data: bytes, use: Any) -> Any:
             return use(image)
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise ImageRefused(f"not a readable image ({exc})") from exc
+
+
+def pixel_grid(image: Image.Image) -> np.ndarray:
+    """An image as the (IMAGE_SIDE, IMAGE_SIDE, 3) uint8 RGB grid every pixel feature reads."""
+    image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
+    return np.asarray(image)
+
+
+def _spans(mask: np.ndarray) -> np.ndarray:
+    """Each row filled from its first to its last set pixel."""
+    index = np.arange(mask.shape[1])
+    first = np.where(mask.any(axis=1), np.argmax(mask, axis=1), mask.shape[1])
+    last = np.where(mask.any(axis=1), mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
+    filled: np.ndarray = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
+    return filled
+
+
+def silhouette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground mask, background colour). The background is the border's median colour; the
+    object is what differs from it, with gaps inside (a pattern in the background's colour)
+    closed by filling between the outermost object pixels of every row and column."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    distance = np.abs(pixels.astype(np.int32) - background.astype(np.int32)).sum(axis=2)
+    differs = distance > 60
+    return _spans(differs) & _spans(differs.T).T, background

@@ -15,7 +15,7 @@ from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.compare import plan as planning
 from neggen_core.compare.stage import SPEC
 from neggen_core.config import NeggenConfig
-from neggen_core.stages import open_store
+from neggen_core.pipeline.stages import open_store
 from neggen_core.threads import use_threads
 from tasks.stage_run import ArtifactVersion, artifact_key, run_logged
 

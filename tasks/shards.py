@@ -17,8 +17,8 @@ from prefect.task_runners import TaskRunner
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
+from neggen_core.pipeline.run import build_shard, pending_shards
 from neggen_core.sharding import Stats
-from neggen_core.stages import build_shard, pending_shards
 from neggen_core.threads import use_threads, worker_threads
 from tasks.runners import task_runner
 from tasks.stage_run import llm_slot, progress_listener

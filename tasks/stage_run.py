@@ -26,15 +26,12 @@ from prefect.exceptions import ObjectNotFound
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig
+from neggen_core.errors import ArtifactError
+from neggen_core.llm.backend import uses_vllm
+from neggen_core.pipeline.run import built_artifact, run_stage
+from neggen_core.pipeline.spec import StageSpec
+from neggen_core.pipeline.stages import open_store, spec_of
 from neggen_core.sharding import Stats
-from neggen_core.stages import (
-    StageSpec,
-    is_intact,
-    open_store,
-    run_stage,
-    spec_of,
-    stage_version,
-)
 
 PROGRESS_STAGES = ("attributes", "negatives", "embeddings")
 LLM_STAGES = ("attributes", "negatives")
@@ -59,12 +56,14 @@ class ArtifactVersion(CachePolicy):
         config: NeggenConfig = inputs["config"]
         spec = spec_of(self.stage)
         upstream = inputs.get("upstream") or {name: inputs[name] for name in spec.upstream}
-        version = stage_version(config, spec, upstream)
-        store = open_store(config)
-        if not store.exists(spec.name, version) or not is_intact(store, spec.name, version):
+        try:
+            ref = built_artifact(config, spec, upstream)
+        except ArtifactError:  # damaged: the stage task says so and names the fix
             return None
-        place = hashlib.sha256(store.path(spec.name, version).encode()).hexdigest()[:16]
-        return f"neggen-{spec.name}-{version}-{place}"
+        if ref is None:
+            return None
+        place = hashlib.sha256(ref.uri.encode()).hexdigest()[:16]
+        return f"neggen-{spec.name}-{ref.version}-{place}"
 
 
 def artifact_key(*parts: str) -> str:
@@ -93,7 +92,7 @@ def llm_limit(config: NeggenConfig, stage: str) -> str | None:
     an LLM stage on the vLLM backend, `orchestration.llm_concurrency_limit` when the Prefect API
     has it. None otherwise, with a warning when it is missing (asking for a slot of a missing
     limit would cost each shard a round trip to the API for nothing)."""
-    if stage not in LLM_STAGES or config.llm.backend != "vllm":
+    if stage not in LLM_STAGES or not uses_vllm(config):
         return None
     name = config.orchestration.llm_concurrency_limit
     with get_client(sync_client=True) as client:

@@ -21,7 +21,6 @@ import posixpath
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
 from neggen_core import __version__
+from neggen_core.artifacts.publish import publish_folder, write_file
 from neggen_core.artifacts.schemas import conform, schema_fingerprint
 from neggen_core.errors import ArtifactError
 
@@ -114,7 +114,7 @@ def uri_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A path others can open: plain for the local filesystem, with its protocol otherwise."""
     if isinstance(fs, LocalFileSystem):
         return path
-    return fs.unstrip_protocol(path)
+    return str(fs.unstrip_protocol(path))
 
 
 LOCKS = ".locks"  # the artifacts' lock files, not artifacts: rewritten by every build
@@ -193,7 +193,7 @@ class ArtifactStore:
         return ArtifactRef(self.root, self.dataset, stage, version)
 
     def exists(self, stage: str, version: str) -> bool:
-        return self.fs.exists(posixpath.join(self.path(stage, version), MANIFEST))
+        return bool(self.fs.exists(posixpath.join(self.path(stage, version), MANIFEST)))
 
     def versions(self, stage: str) -> list[str]:
         """Complete versions of a stage, oldest first."""
@@ -385,7 +385,7 @@ class ArtifactWriter:
         return posixpath.join(self.staging, table, f"part-{part:05d}.parquet")
 
     def has_part(self, table: str, part: int) -> bool:
-        return self.fs.exists(self._part_path(table, part))
+        return bool(self.fs.exists(self._part_path(table, part)))
 
     def write_table(self, table: str, data: pa.Table | pl.DataFrame, part: int = 0) -> None:
         """Write one part of a table, checked against its schema, atomically."""
@@ -397,10 +397,12 @@ class ArtifactWriter:
         arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
         arrow = conform(arrow, self.schemas[table], f"{self.stage}/{table} part {part}")
         final = self._part_path(table, part)
-        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        pq.write_table(arrow, tmp, filesystem=self.store.arrow_fs, compression="zstd")
-        self.fs.mv(tmp, final)
+
+        def parquet(tmp: str) -> None:
+            pq.write_table(arrow, tmp, filesystem=self.store.arrow_fs, compression="zstd")
+
+        write_file(self.fs, final, parquet)
 
     def parts(self, table: str) -> list[int]:
         """Numbers of the parts of `table` already written (by this or an earlier attempt)."""
@@ -440,11 +442,7 @@ class ArtifactWriter:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write a side file (a report, an index) into the artifact, atomically."""
-        final = posixpath.join(self.staging, name)
-        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        self.fs.mv(tmp, final)
+        write_file(self.fs, posixpath.join(self.staging, name), data)
 
     def read_bytes(self, name: str) -> bytes | None:
         """A side file written earlier (by this or an earlier attempt), or None."""
@@ -503,12 +501,6 @@ class ArtifactWriter:
             info=dict(info or {}),
         )
         final = self.store.path(self.stage, self.version)
-        if self.fs.exists(final):
-            self.fs.rm(final, recursive=True)
-        self.fs.mv(self.staging, final, recursive=True)
-        manifest_path = posixpath.join(final, MANIFEST)
-        tmp = f"{manifest_path}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(tmp, "w") as handle:
-            handle.write(manifest.model_dump_json(indent=2))
-        self.fs.mv(tmp, manifest_path)
+        content = manifest.model_dump_json(indent=2).encode()
+        publish_folder(self.fs, self.staging, final, MANIFEST, content)
         return self.store.ref(self.stage, self.version)

@@ -18,7 +18,8 @@ def vectors_of(column: pa.ChunkedArray | pa.Array | pl.Series) -> np.ndarray:
         raise ValueError("the column has null vectors; filter them out first")
     width = column.type.list_size
     values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(-1, width).astype(np.float32, copy=False)
+    matrix: np.ndarray = values.reshape(-1, width).astype(np.float32, copy=False)
+    return matrix
 
 
 def vector_array(matrix: np.ndarray, present: np.ndarray | None = None) -> pa.FixedSizeListArray:

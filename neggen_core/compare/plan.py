@@ -35,15 +35,16 @@ from typing import Any, get_args
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NegGenAblation, NeggenConfig, with_settings
 from neggen_core.errors import ArtifactError, ConfigError
+from neggen_core.evaluate.contract import read_report
 from neggen_core.models.registry import (
     BACKBONES,
     NEGGEN_SAMPLERS,
     SAMPLERS,
-    check_names,
-    method_name,
+    MethodId,
 )
-from neggen_core.stages import open_store, plan_versions
-from neggen_core.training.trainer import SELECTION_METRIC
+from neggen_core.pipeline.run import built
+from neggen_core.pipeline.stages import open_store, plan_versions
+from neggen_core.train.compute import SELECTION_METRIC
 
 ABLATIONS: tuple[str, ...] = tuple(a for a in get_args(NegGenAblation) if a != "none")
 
@@ -98,13 +99,17 @@ class Run:
 
 @dataclass(frozen=True)
 class RunArtifacts:
-    """A run's train and evaluate artifacts (built or not), and its method's result label."""
+    """A run's train and evaluate artifacts (built or not), and the method its config trains."""
 
     run: Run
-    label: str
+    method_id: MethodId
     config: NeggenConfig
     train: ArtifactRef
     evaluate: ArtifactRef
+
+    @property
+    def label(self) -> str:
+        return self.method_id.label
 
 
 Params = tuple[tuple[str, Any], ...]
@@ -244,13 +249,13 @@ def check(config: NeggenConfig) -> Plan:
         )
     for method in plan.methods:
         for point in grid_points(config, method):
-            check_names(Run(method, plan.seeds[0], point).config(config).train)
+            Run(method, plan.seeds[0], point).config(config)  # a grid point's settings validate
     return plan
 
 
 def label(config: NeggenConfig, run: Run) -> str:
     """How results name the run's method: `lightgcn+dns`, `neggen(lightgcn)+dns`."""
-    return method_name(run.config(config).train)
+    return MethodId.of(run.config(config).train).label
 
 
 def artifacts(config: NeggenConfig, run: Run) -> RunArtifacts:
@@ -260,21 +265,21 @@ def artifacts(config: NeggenConfig, run: Run) -> RunArtifacts:
     store = open_store(run_config)
     return RunArtifacts(
         run=run,
-        label=method_name(run_config.train),
+        method_id=MethodId.of(run_config.train),
         config=run_config,
         train=store.ref("train", versions["train"]),
         evaluate=store.ref("evaluate", versions["evaluate"]),
     )
 
 
-def valid_score(store: ArtifactStore, built: RunArtifacts) -> float:
-    """The run's valid Recall@20 (from its evaluate report)."""
-    if not store.exists("evaluate", built.evaluate.version):
+def valid_score(store: ArtifactStore, run: RunArtifacts) -> float:
+    """The run's valid Recall@20 (from its evaluate report, which must be built and intact)."""
+    if built(store, "evaluate", run.evaluate.version) is None:
         raise ArtifactError(
-            f"{built.evaluate.uri}: the evaluate artifact of {built.label} (seed "
-            f"{built.run.seed}) is missing; run `neggen compare` with this config to build it"
+            f"{run.evaluate.uri}: the evaluate artifact of {run.label} (seed "
+            f"{run.run.seed}) is missing; run `neggen compare` with this config to build it"
         )
-    return float(store.read_json(built.evaluate, "report.json")["valid"][SELECTION_METRIC])
+    return float(read_report(store, run.evaluate)["valid"][SELECTION_METRIC])
 
 
 def grid_source(config: NeggenConfig, methods: tuple[Method, ...], method: Method) -> Method:

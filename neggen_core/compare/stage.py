@@ -13,33 +13,27 @@ and the figures as PNG.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from neggen_core.artifacts.schemas import (
-    COMPARISON,
-    CURVES,
-    GRID,
-    METRICS,
-    NEGATIVES,
-    SUMMARY,
-    TRAINING_LOG,
-    USER_METRICS,
-)
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.artifacts.schemas import COMPARISON, CURVES, GRID, SUMMARY
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.attributes.contract import read_descriptions
 from neggen_core.compare import plan as planning
-from neggen_core.compare.report import Comparison, render
+from neggen_core.compare.report import Comparison, render, verdict
 from neggen_core.compare.stats import PairedTest, holm, paired_test
 from neggen_core.config import NeggenConfig
-from neggen_core.embeddings.stage import gather_inputs
-from neggen_core.evaluation import stage as evaluate_stage
+from neggen_core.embeddings.compute import item_texts
+from neggen_core.evaluate import contract as evaluate_contract
+from neggen_core.ingest.contract import read_items
+from neggen_core.models.registry import MethodId
+from neggen_core.negatives.contract import read_negatives
+from neggen_core.pipeline.spec import Build, StageSpec
 from neggen_core.provenance import software
-from neggen_core.stages import StageSpec
-from neggen_core.training import stage as train_stage
+from neggen_core.train import contract as train_contract
 
 SCHEMA_VERSION = 1
 REPORT_VERSION = 3  # bump when the report's content changes for the same runs
@@ -52,8 +46,8 @@ DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     return {
         "compare": config.compare.model_dump(mode="json"),
-        **train_stage.version_config(config),
-        "evaluator_version": evaluate_stage.EVALUATOR_VERSION,
+        **train_contract.version_config(config),
+        "evaluator_version": evaluate_contract.EVALUATOR_VERSION,
         "report_version": REPORT_VERSION,
     }
 
@@ -62,14 +56,13 @@ def _run_tables(
     store: ArtifactStore, built: planning.RunArtifacts
 ) -> tuple[list[dict[str, Any]], pl.DataFrame]:
     """A run's rows of `comparison` and of `curves` (its training log read once)."""
-    info = store.manifest("train", built.train.version).info
-    log = store.read_frame(built.train, "training_log", TRAINING_LOG)
-    metrics = store.read_frame(built.evaluate, "metrics", METRICS)
+    log = train_contract.read_training_log(store, built.train)
+    metrics = evaluate_contract.read_metrics(store, built.evaluate)
     common = {
         "method": built.label,
         "backbone": built.run.method.backbone,
         "seed": built.run.seed,
-        "best_epoch": int(info["best_epoch"]),
+        "best_epoch": train_contract.best_epoch(store, built.train),
         "train_seconds": float(log["train_seconds"].sum()),
     }
     curves = log.select(
@@ -100,7 +93,7 @@ def _user_values(
 ) -> np.ndarray:
     """Per test user, the metric averaged over the runs (seeds) of one method."""
     frames = [
-        store.read_frame(r.evaluate, "user_metrics", USER_METRICS)
+        evaluate_contract.read_user_metrics(store, r.evaluate)
         .filter((pl.col("metric") == metric) & (pl.col("k") == k))
         .sort("user_idx")
         for r in runs
@@ -108,7 +101,8 @@ def _user_values(
     users = frames[0]["user_idx"]
     if any(not f["user_idx"].equals(users) for f in frames):
         raise ValueError("the compared runs were evaluated on different test users")
-    return np.mean([f["value"].to_numpy() for f in frames], axis=0)
+    mean: np.ndarray = np.mean([f["value"].to_numpy() for f in frames], axis=0)
+    return mean
 
 
 def _significance(
@@ -132,7 +126,7 @@ def _significance(
         .iter_rows()
     )
     tests = []
-    for method, built in runs.items():
+    for method, method_runs in runs.items():
         if not method.is_neggen or method.ablation != "none":
             continue
         baselines = [m for m in runs if m.backbone == method.backbone and not m.is_neggen]
@@ -146,9 +140,9 @@ def _significance(
         for role, other in against:
             for metric, k in SIGNIFICANCE_METRICS:
                 test = paired_test(
-                    _user_values(store, built, metric, k),
+                    _user_values(store, method_runs, metric, k),
                     _user_values(store, runs[other], metric, k),
-                    method=built[0].label,
+                    method=method_runs[0].label,
                     baseline=runs[other][0].label,
                     metric=f"{metric}@{k}",
                     resamples=config.compare.resamples,
@@ -164,7 +158,7 @@ def _grid_frame(store: ArtifactStore, config: NeggenConfig, plan: planning.Plan)
     for method, runs in plan.grid.items():
         for run in runs:
             built = planning.artifacts(config, run)
-            report = store.read_json(built.evaluate, "report.json")
+            report = evaluate_contract.read_report(store, built.evaluate)
             rows.append(
                 {
                     "method": built.label,
@@ -191,18 +185,14 @@ def _search_rows(config: NeggenConfig, plan: planning.Plan) -> list[dict[str, An
                 "backbone": method.backbone,
                 "points": len(runs),
                 "grid_points": len(planning.grid_points(config, method)),
-                "sampler_from": f"{method.backbone}+{sampler}" if sampler else None,
+                "sampler_from": MethodId(method.backbone, sampler).label if sampler else None,
             }
         )
     return rows
 
 
-def build(
-    config: NeggenConfig,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    writer: ArtifactWriter,
-) -> dict[str, Any]:
+def build(stage: Build) -> dict[str, Any]:
+    config, store, upstream, writer = stage.config, stage.store, stage.upstream, stage.writer
     plan = planning.built_plan(config)
     final = [planning.artifacts(config, run) for run in plan.final_runs()]
     tables = [_run_tables(store, built) for built in final]
@@ -221,7 +211,7 @@ def build(
     ):
         writer.write_table(name, frame)
 
-    negatives = store.read_frame(upstream["negatives"], "negatives", NEGATIVES)
+    negatives = read_negatives(store, upstream["negatives"])
     comparison_view = Comparison(
         config=config,
         comparison=comparison,
@@ -233,14 +223,18 @@ def build(
         search=_search_rows(config, plan),
         upstream={name: store.read_json(ref, "report.json") for name, ref in upstream.items()},
         negatives=negatives.filter(pl.col("kind") == "key"),
-        items=gather_inputs(store, upstream).items,
+        items=item_texts(
+            read_items(store, upstream["ingest"]),
+            read_descriptions(store, upstream["attributes"]),
+        ),
         versions={name: ref.version for name, ref in upstream.items()},
         software=software(),
+        method_ids={built.label: built.method_id for built in final},
     )
     files = render(comparison_view)
     for name, data in files.items():
         writer.write_bytes(name, data)
-    verdict = comparison_view.verdict()
+    found = verdict(comparison_view)
     writer.write_json(
         "report.json",
         {
@@ -258,7 +252,7 @@ def build(
             "search": comparison_view.search,
             "chosen": comparison_view.chosen,
             "significance": [t.as_dict() for t in tests],
-            "verdict": verdict,
+            "verdict": found,
             "software": comparison_view.software,
         },
     )
@@ -266,18 +260,11 @@ def build(
         "runs": len(final),
         "grid_runs": grid.height,
         "methods": summary["method"].n_unique(),
-        "verdict": verdict,
+        "verdict": found,
     }
 
 
-SPEC = StageSpec(
-    name="compare",
-    upstream=DATA_STAGES,
-    schema_version=SCHEMA_VERSION,
-    tables=TABLES,
-    version_config=version_config,
-    build=build,
-)
+SPEC = StageSpec("compare", DATA_STAGES, SCHEMA_VERSION, TABLES, version_config, build=build)
 
 
 def result_tables(store: ArtifactStore, ref: ArtifactRef) -> dict[str, pl.DataFrame]:

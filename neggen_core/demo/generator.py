@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from neggen_core.artifacts.store import uri_of
 
-GENERATOR_VERSION = 2
+DEMO_VERSION = 2
 REVIEWS_FILE = "reviews_Demo_5.json.gz"
 META_FILE = "meta_Demo.json.gz"
 PLANTED_FILE = "planted.json"
@@ -336,7 +336,7 @@ def generate_demo(
     reviews = write_gzip(REVIEWS_FILE, review_lines)
     meta = write_gzip(META_FILE, meta_lines)
     planted = {
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": DEMO_VERSION,
         "scale": scale,
         "seed": seed,
         "key_attributes": {name: list(keys) for name, (_, _, keys) in CATEGORIES.items()},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from neggen_core.llm.offline import IMAGE_SIDE, silhouette
+from neggen_core.images import pixel_grid, silhouette
 
 HISTOGRAM_LEVELS = 4
 SHAPE_DESCRIPTORS = 10
@@ -26,7 +26,7 @@ def _hu_moments(mask: np.ndarray) -> np.ndarray:
     dx, dy = x - x.mean(), y - y.mean()
 
     def eta(p: int, q: int) -> float:
-        return float((dx**p * dy**q).sum()) / area ** (1 + (p + q) / 2)
+        return float((dx**p * dy**q).sum()) / float(area ** (1 + (p + q) / 2))
 
     n20, n02, n11 = eta(2, 0), eta(0, 2), eta(1, 1)
     n30, n03, n21, n12 = eta(3, 0), eta(0, 3), eta(2, 1), eta(1, 2)
@@ -42,7 +42,8 @@ def _hu_moments(mask: np.ndarray) -> np.ndarray:
             (3 * n21 - n03) * a * (a**2 - 3 * b**2) - (n30 - 3 * n12) * b * (3 * a**2 - b**2),
         ]
     )
-    return -np.sign(hu) * np.log10(np.abs(hu) + 1e-30) / 30
+    scaled: np.ndarray = -np.sign(hu) * np.log10(np.abs(hu) + 1e-30) / 30
+    return scaled
 
 
 def pixel_features(pixels: np.ndarray) -> np.ndarray:
@@ -64,10 +65,10 @@ def pixel_features(pixels: np.ndarray) -> np.ndarray:
         shape[3:] = _hu_moments(mask)
         shape /= np.linalg.norm(shape)
     vector = np.concatenate([np.sqrt(histogram), shape])
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
+    unit: np.ndarray = (vector / np.linalg.norm(vector)).astype(np.float32)
+    return unit
 
 
 def image_features(image: Image.Image) -> np.ndarray:
     """The feature vector of an image (read under `neggen_core.images`' rules)."""
-    image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
-    return pixel_features(np.asarray(image))
+    return pixel_features(pixel_grid(image))

@@ -33,7 +33,16 @@ HUB_PROBE_TIMEOUT_S = 5.0
 class SentenceModel(Protocol):
     """What this project uses of a sentence-transformers model."""
 
-    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray: ...
+    def encode(
+        self,
+        sentences: list[str],
+        /,
+        *,
+        batch_size: int = ...,
+        normalize_embeddings: bool = ...,
+        convert_to_numpy: bool = ...,
+        show_progress_bar: bool = ...,
+    ) -> Any: ...
 
     def get_embedding_dimension(self) -> int | None: ...
 

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neggen_core.artifacts.publish import write_file
 from neggen_core.artifacts.store import ArtifactStore, uri_of
 from neggen_core.artifacts.vectors import vector_array, vectors_of
 
@@ -94,10 +95,12 @@ class VectorCache:
             {"text_sha256": pa.array(list(keys), pa.string()), "vector": vector_array(vectors)}
         )
         name = f"part-{uuid.uuid4().hex}.parquet"
-        temporary = posixpath.join(self.folder, f".tmp-{name}")
-        with self.fs.open(temporary, "wb") as handle:
-            pq.write_table(table, handle)
-        self.fs.mv(temporary, posixpath.join(self.folder, name))
+
+        def parquet(tmp: str) -> None:
+            with self.fs.open(tmp, "wb") as handle:
+                pq.write_table(table, handle)
+
+        write_file(self.fs, posixpath.join(self.folder, name), parquet)
         start = len(self._vectors)
         self._vectors = np.concatenate([self._vectors, vectors])
         for offset, key in enumerate(keys):

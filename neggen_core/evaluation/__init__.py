@@ -1,1 +1,2 @@
-"""Full-ranking evaluation: metrics, the evaluator, the evaluate stage."""
+"""Full-ranking evaluation: metrics and the evaluator (no artifacts: the evaluate stage reads and
+writes them)."""

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from neggen_core.config import EvaluateConfig
+from neggen_core.data import TrainingData, contains
 from neggen_core.evaluation.metrics import per_user
 from neggen_core.models.base import Recommender
-from neggen_core.training.data import TrainingData, contains
 
 
 @dataclass(frozen=True)

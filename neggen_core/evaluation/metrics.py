@@ -13,22 +13,25 @@ METRICS = ("recall", "ndcg", "precision", "hit")
 
 
 def recall_at(hits: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].sum(1) / relevant
+    recall: np.ndarray = hits[:, :k].sum(1) / relevant
+    return recall
 
 
 def ndcg_at(hits: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits[:, :k] * discounts[: hits[:, :k].shape[1]]).sum(1)
     ideal = np.cumsum(discounts)[np.minimum(relevant, k) - 1]
-    return dcg / ideal
+    ndcg: np.ndarray = dcg / ideal
+    return ndcg
 
 
 def precision_at(hits: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].sum(1) / k
+    precision: np.ndarray = hits[:, :k].sum(1) / k
+    return precision
 
 
 def hit_at(hits: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].any(1).astype(np.float64)
+    return np.asarray(hits[:, :k].any(1), dtype=np.float64)
 
 
 def per_user(hits: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ast
 import json
-import pickle
+import re
 import subprocess
 import sys
 from collections.abc import Callable
+from itertools import accumulate, pairwise
 from typing import Any, Literal
 
 Kind = Literal["str", "scalar", "str_list", "str_list_list", "images"]
@@ -33,6 +34,9 @@ _PARSERS: dict[Parser, tuple[Callable[[str], Any], str]] = {
     "json": (json.loads, "JSON"),
     "python": (ast.literal_eval, "Python literal"),
 }
+
+
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def quarantine_row(
@@ -151,7 +155,9 @@ def parse_lines(
             sink.append(quarantine_row(source, number, preview, f"not UTF-8 text ({exc})", DROPPED))
             continue
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
-            reason = f"not a valid {what} record ({exc})"
+            # `ast` names the offending node with its memory address: dropped, so that a rerun
+            # quarantines the same line with the same reason
+            reason = f"not a valid {what} record ({ADDRESS.sub('', str(exc))})"
             sink.append(quarantine_row(source, number, preview, reason, DROPPED))
             continue
         row = sanitise(record, kinds, source, number, preview, sink)
@@ -170,11 +176,10 @@ def parse_lines_in_subprocess(
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """`parse_lines` in a fresh Python process (`python -m neggen_core.ingest.literals`), so
     that pure-Python parsing runs on another core instead of holding this process's GIL.
-    The caller waits with the GIL released; the data travels over pipes."""
-    payload = pickle.dumps((source, numbers, lines, kinds, parser), pickle.HIGHEST_PROTOCOL)
+    The caller waits with the GIL released; the data travels over pipes as JSON and raw bytes."""
     done = subprocess.run(
         [sys.executable, "-m", "neggen_core.ingest.literals"],
-        input=payload,
+        input=encode_request(source, numbers, lines, kinds, parser),
         capture_output=True,
         check=False,
     )
@@ -183,14 +188,52 @@ def parse_lines_in_subprocess(
             f"{source}: the record parser process failed (exit {done.returncode}): "
             f"{done.stderr.decode(errors='replace')[-2000:]}"
         )
-    records, sink = pickle.loads(done.stdout)
+    return decode_response(done.stdout)
+
+
+def encode_request(
+    source: str, numbers: list[int], lines: list[bytes], kinds: dict[str, Kind], parser: Parser
+) -> bytes:
+    """A JSON header line (the lines' lengths among it), then the lines' bytes as they are."""
+    header = {
+        "source": source,
+        "numbers": numbers,
+        "sizes": [len(line) for line in lines],
+        "kinds": kinds,
+        "parser": parser,
+    }
+    return json.dumps(header).encode() + b"\n" + b"".join(lines)
+
+
+def decode_request(
+    data: bytes,
+) -> tuple[str, list[int], list[bytes], dict[str, Kind], Parser]:
+    """The arguments of `parse_lines` from `encode_request`'s bytes, checked."""
+    head, _, body = data.partition(b"\n")
+    header = json.loads(head)
+    offsets = list(accumulate(header["sizes"], initial=0))
+    if offsets[-1] != len(body) or len(header["numbers"]) != len(offsets) - 1:
+        raise ValueError("the request's lines do not match their lengths and numbers")
+    if header["parser"] not in _PARSERS or not set(header["kinds"].values()) <= set(EXPECTED):
+        raise ValueError("unknown parser or field kind in the request")
+    lines = [body[start:end] for start, end in pairwise(offsets)]
+    return header["source"], header["numbers"], lines, header["kinds"], header["parser"]
+
+
+def encode_response(records: bytes, sink: list[dict[str, Any]]) -> bytes:
+    """The quarantine rows as one JSON line, then the records (JSON lines) as they are."""
+    return json.dumps(sink).encode() + b"\n" + records
+
+
+def decode_response(data: bytes) -> tuple[bytes, list[dict[str, Any]]]:
+    head, _, records = data.partition(b"\n")
+    sink: list[dict[str, Any]] = json.loads(head)
     return records, sink
 
 
 def _main() -> None:
-    source, numbers, lines, kinds, parser = pickle.load(sys.stdin.buffer)
-    result = parse_lines(source, numbers, lines, kinds, parser)
-    pickle.dump(result, sys.stdout.buffer, pickle.HIGHEST_PROTOCOL)
+    request = decode_request(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(encode_response(*parse_lines(*request)))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from neggen_core.artifacts.store import ArtifactStore
 from neggen_core.config import NeggenConfig
 from neggen_core.images import ImagePolicy
 from neggen_core.llm.models import ExtractionResult, ItemInput
+
+if TYPE_CHECKING:
+    from neggen_core.llm.vllm import VllmBackend
 
 OFFLINE_EXTRACTOR_VERSION = 4
 
@@ -32,11 +35,17 @@ class Backend(Protocol):
         ...
 
 
+def uses_vllm(config: NeggenConfig) -> bool:
+    """Whether the config's LLM work goes to a vLLM server rather than the offline backend: the
+    one place that decides, for every stage."""
+    return config.llm.backend == "vllm"
+
+
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     """The part of the LLM config that changes answers (never keys, timeouts, concurrency)."""
     llm = config.llm
     fetched = {"fetch_images": True} if config.dataset.fetch_images else {}
-    if llm.backend == "offline":
+    if not uses_vllm(config):
         return {
             "backend": "offline",
             "zero_shot": llm.zero_shot,
@@ -53,19 +62,29 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
     }
 
 
+def open_vllm(
+    config: NeggenConfig, store: ArtifactStore, images: ImagePolicy | None = None
+) -> VllmBackend:
+    """The vLLM backend of the config, its server checked first, its response cache under the
+    artifact root, reading item images under `images` (none without it)."""
+    from neggen_core.llm.cache import ResponseCache
+    from neggen_core.llm.vllm import VllmBackend
+
+    backend = VllmBackend(
+        config.llm.vllm, ResponseCache.under(store), images or ImagePolicy(root=None)
+    )
+    backend.check_health()
+    return backend
+
+
 def open_backend(
     config: NeggenConfig, store: ArtifactStore, images: ImagePolicy | None = None
 ) -> Backend:
-    """The configured backend, reading item images under `images` (none without it); the vLLM
-    one checks its server first and keeps its response cache under the artifact root."""
+    """The configured template 1 backend (`uses_vllm` decides which), reading item images under
+    `images` (none without it)."""
     images = images or ImagePolicy(root=None)
-    if config.llm.backend == "vllm":
-        from neggen_core.llm.cache import ResponseCache
-        from neggen_core.llm.vllm import VllmBackend
-
-        backend = VllmBackend(config.llm.vllm, ResponseCache.under(store), images)
-        backend.check_health()
-        return backend
+    if uses_vllm(config):
+        return open_vllm(config, store, images)
     from neggen_core.encoders.text import bundled_encoder
     from neggen_core.llm.offline import OfflineBackend, ZeroShot
 

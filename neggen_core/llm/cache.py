@@ -7,11 +7,11 @@ import hashlib
 import json
 import logging
 import posixpath
-import uuid
 from typing import Any
 
 import fsspec
 
+from neggen_core.artifacts.publish import write_file
 from neggen_core.artifacts.store import ArtifactStore
 
 CACHE_DIR = "_cache/llm"
@@ -67,7 +67,4 @@ class ResponseCache:
     def put(self, key: str, reply: dict[str, Any]) -> None:
         path = self._path(key)
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(tmp, "w") as handle:
-            json.dump(reply, handle)
-        self.fs.mv(tmp, path)
+        write_file(self.fs, path, json.dumps(reply).encode())

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from neggen_core.encoders.text import SentenceModel
-from neggen_core.images import ImagePolicy, ImageRefused
+from neggen_core.images import ImagePolicy, ImageRefused, pixel_grid, silhouette
 from neggen_core.llm.lexicon import COLOUR_RGB, find_attributes, nearest_colour
 from neggen_core.llm.models import Attribute, Extraction, ExtractionResult, ItemInput
 
@@ -41,32 +41,12 @@ ZERO_SHOT_LABELS: dict[str, tuple[str, ...]] = {
 }
 ZERO_SHOT_MIN_SIMILARITY = 0.45
 ZERO_SHOT_MIN_MARGIN = 0.04
-IMAGE_SIDE = 64
 
 
 @dataclass(frozen=True)
 class ImageReading:
     description: str
     attributes: list[Attribute]
-
-
-def _spans(mask: np.ndarray) -> np.ndarray:
-    """Each row filled from its first to its last set pixel."""
-    index = np.arange(mask.shape[1])
-    first = np.where(mask.any(axis=1), np.argmax(mask, axis=1), mask.shape[1])
-    last = np.where(mask.any(axis=1), mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
-    return (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
-
-
-def silhouette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(foreground mask, background colour). The background is the border's median colour; the
-    object is what differs from it, with gaps inside (a pattern in the background's colour)
-    closed by filling between the outermost object pixels of every row and column."""
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
-    distance = np.abs(pixels.astype(np.int32) - background.astype(np.int32)).sum(axis=2)
-    differs = distance > 60
-    return _spans(differs) & _spans(differs.T).T, background
 
 
 def _shape(mask: np.ndarray) -> str:
@@ -144,8 +124,7 @@ def parse_image_description(text: str) -> dict[str, str]:
 
 def read_image(image: Image.Image) -> ImageReading:
     """What the image shows: its dominant colour, the shape of its silhouette, its pattern."""
-    image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
-    pixels = np.asarray(image)
+    pixels = pixel_grid(image)
     mask, background = silhouette(pixels)
     if mask.sum() < 0.02 * mask.size:
         colour = nearest_colour(tuple(background))

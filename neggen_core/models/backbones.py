@@ -173,7 +173,7 @@ class LightGCN(Backbone):
         current = torch.cat([self.user_embedding, self.item_embedding])
         stacked = [current]
         for _ in range(self.n_layers):
-            current = _Propagate.apply(self.adjacency, current)
+            current = _Propagate.apply(self.adjacency, current)  # type: ignore[no-untyped-call]
             stacked.append(current)
         everything = torch.stack(stacked)
         return everything[:, : self.n_users], everything[:, self.n_users :]

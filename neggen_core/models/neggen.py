@@ -66,10 +66,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neggen_core.config import NegGenConfig
+from neggen_core.config import NegGenSettings
+from neggen_core.data import ItemFeatures
 from neggen_core.models.backbones import Backbone
 from neggen_core.models.base import Batch, Losses, Recommender, bpr_loss
-from neggen_core.training.data import ItemFeatures
 
 
 class ModalAttention(nn.Module):
@@ -120,10 +120,11 @@ class EffectMLP(nn.Module):
         nn.init.xavier_uniform_(self.out.weight, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        effect = self.out(torch.tanh(self.hidden(x)))
+        effect: torch.Tensor = self.out(torch.tanh(self.hidden(x)))
         norm = torch.linalg.vector_norm(effect, dim=-1, keepdim=True)
         # rows under the cap keep their value exactly (a factor of 1), so P stays odd
-        return effect * (self.max_norm / norm.clamp_min(self.max_norm))
+        capped: torch.Tensor = effect * (self.max_norm / norm.clamp_min(self.max_norm))
+        return capped
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class NegGen(Recommender):
     """The causal module on a backbone; see the module docstring."""
 
     def __init__(
-        self, backbone: Backbone, features: ItemFeatures, settings: NegGenConfig, seed: int
+        self, backbone: Backbone, features: ItemFeatures, settings: NegGenSettings, seed: int
     ):
         super().__init__()
         self.backbone = backbone
@@ -170,7 +171,9 @@ class NegGen(Recommender):
         return self.attention.attend(self.attention.project(modal), present)
 
     def _pooled(self, modal: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return self.effect(self.attention.pool(self.attention.project(modal, bias=False), weights))
+        pooled = self.attention.pool(self.attention.project(modal, bias=False), weights)
+        effect: torch.Tensor = self.effect(pooled)
+        return effect
 
     def content(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """k(x) = P(A(m(x))) of `items` (every item when None), (n, d): what an item's

@@ -1,19 +1,19 @@
-"""Models and samplers by name, with a clear error for an unknown one."""
+"""Models and samplers by the names the config allows (`train.model`, `train.backbone` and
+`train.sampler` are checked when the config loads), and the name results give a trained
+configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from neggen_core.config import TrainConfig
+from neggen_core.config import BackboneName, ModelName, SamplerName, TrainConfig
+from neggen_core.data import TrainingData
 from neggen_core.errors import ConfigError
 from neggen_core.models.backbones import MF, Backbone, LightGCN, normalized_adjacency
 from neggen_core.models.base import Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, Sampler
-from neggen_core.training.data import TrainingData
-
-T = TypeVar("T")
 
 
 def _backbone(name: str, settings: TrainConfig, data: TrainingData) -> Backbone:
@@ -25,7 +25,7 @@ def _backbone(name: str, settings: TrainConfig, data: TrainingData) -> Backbone:
 
 
 def _neggen(settings: TrainConfig, data: TrainingData) -> Recommender:
-    backbone = _pick(BACKBONES, settings.backbone, "train.backbone")
+    backbone = BACKBONES[settings.backbone]
     if data.features is None:
         raise ConfigError("train.model neggen needs the embeddings stage's features")
     if settings.sampler not in NEGGEN_SAMPLERS:
@@ -38,17 +38,17 @@ def _neggen(settings: TrainConfig, data: TrainingData) -> Recommender:
     )
 
 
-BACKBONES: dict[str, Callable[[str, TrainConfig, TrainingData], Backbone]] = {
+BACKBONES: dict[BackboneName, Callable[[str, TrainConfig, TrainingData], Backbone]] = {
     "mf": _backbone,
     "lightgcn": _backbone,
 }
-MODELS: dict[str, Callable[[TrainConfig, TrainingData], Recommender]] = {
+MODELS: dict[ModelName, Callable[[TrainConfig, TrainingData], Recommender]] = {
     "mf": lambda settings, data: _backbone("mf", settings, data),
     "lightgcn": lambda settings, data: _backbone("lightgcn", settings, data),
     "neggen": _neggen,
 }
 NEGGEN_SAMPLERS = ("rns", "dns", "ahns")  # samplers of real items (MixGCF mixes embeddings)
-SAMPLERS: dict[str, Callable[[TrainConfig, TrainingData], Sampler]] = {
+SAMPLERS: dict[SamplerName, Callable[[TrainConfig, TrainingData], Sampler]] = {
     "rns": lambda settings, data: RNS(data),
     "dns": lambda settings, data: DNS(data, settings.samplers.dns.pool),
     "mixgcf": lambda settings, data: MixGCF(
@@ -58,32 +58,40 @@ SAMPLERS: dict[str, Callable[[TrainConfig, TrainingData], Sampler]] = {
 }
 
 
-def _pick(registry: Mapping[str, T], name: str, key: str) -> T:
-    if name not in registry:
-        raise ConfigError(f"{key} {name!r}: unknown (known: {', '.join(sorted(registry))})")
-    return registry[name]
-
-
 def build_model(settings: TrainConfig, data: TrainingData) -> Recommender:
-    return _pick(MODELS, settings.model, "train.model")(settings, data)
+    return MODELS[settings.model](settings, data)
 
 
 def build_sampler(settings: TrainConfig, data: TrainingData) -> Sampler:
-    return _pick(SAMPLERS, settings.sampler, "train.sampler")(settings, data)
+    return SAMPLERS[settings.sampler](settings, data)
 
 
-def check_names(settings: TrainConfig) -> None:
-    """Fail early (before any stage runs) on an unknown model, backbone or sampler name."""
-    _pick(MODELS, settings.model, "train.model")
-    _pick(BACKBONES, settings.backbone, "train.backbone")
-    _pick(SAMPLERS, settings.sampler, "train.sampler")
+@dataclass(frozen=True)
+class MethodId:
+    """What results call a trained configuration: a backbone trained with a real-negative
+    sampler, or NegGen (with an ablation, or "none") on the backbone taking that sampler's
+    negatives."""
+
+    backbone: str
+    sampler: str
+    neggen: bool = False
+    ablation: str = "none"
+
+    @classmethod
+    def of(cls, settings: TrainConfig) -> MethodId:
+        if settings.model == "neggen":
+            return cls(settings.backbone, settings.sampler, True, settings.neggen.ablation)
+        return cls(settings.model, settings.sampler)
+
+    @property
+    def label(self) -> str:
+        """`lightgcn+rns`, `neggen(lightgcn)+rns`, `neggen(lightgcn)[no_causal]+rns`."""
+        if not self.neggen:
+            return f"{self.backbone}+{self.sampler}"
+        ablation = "" if self.ablation == "none" else f"[{self.ablation}]"
+        return f"neggen({self.backbone}){ablation}+{self.sampler}"
 
 
 def method_name(settings: TrainConfig) -> str:
-    """How results name this configuration: lightgcn+rns, neggen(lightgcn)+rns[no_causal]."""
-    model = settings.model
-    if model == "neggen":
-        model = f"neggen({settings.backbone})"
-        if settings.neggen.ablation != "none":
-            model += f"[{settings.neggen.ablation}]"
-    return f"{model}+{settings.sampler}"
+    """The label of the configuration `settings` trains."""
+    return MethodId.of(settings).label

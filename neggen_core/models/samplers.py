@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from neggen_core.config import AhnsConfig
+from neggen_core.data import TrainingData
 from neggen_core.errors import TrainingError
 from neggen_core.models.base import Batch, Recommender
-from neggen_core.training.data import TrainingData
 
 MAX_REDRAWS = 1000
 
@@ -48,7 +48,8 @@ def uniform_candidates(
 
 
 class Sampler(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def sample(
         self,
@@ -61,7 +62,8 @@ class Sampler(Protocol):
 
 def _chosen(pool: np.ndarray, column: torch.Tensor) -> np.ndarray:
     """Row r's item at `column[r]` of the pool."""
-    return pool[np.arange(len(pool)), column.numpy()]
+    chosen: np.ndarray = pool[np.arange(len(pool)), column.numpy()]
+    return chosen
 
 
 def _batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:

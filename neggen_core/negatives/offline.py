@@ -14,7 +14,6 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 
 from neggen_core.llm.lexicon import COLOUR_RGB, rewrite
 from neggen_core.llm.models import (
@@ -25,27 +24,10 @@ from neggen_core.llm.models import (
     ItemInput,
 )
 from neggen_core.llm.offline import describe_image, parse_image_description, read_text
+from neggen_core.negatives.models import Outcome, Positive, Unit, modality_order
 
 Pools = Mapping[tuple[str, str, str], Sequence[str]]  # (category, modality, name) -> values
 POOL_SIZE = 8
-
-
-@dataclass(frozen=True)
-class Positive:
-    """A positive item with what the negatives are made from."""
-
-    item: ItemInput
-    category: str
-    attributes: tuple[Attribute, ...]
-    visual_description: str | None
-
-
-def as_control(positive: Positive) -> Positive:
-    """The positive as a control generator sees it: the attributes that are not key features
-    marked as the ones to change, its key features as the ones to keep. The same templates then
-    write negatives that change only what does not decide a user's choice."""
-    swapped = tuple(a.model_copy(update={"is_key": not a.is_key}) for a in positive.attributes)
-    return replace(positive, attributes=swapped)
 
 
 def _number(value: str) -> float | None:
@@ -85,29 +67,6 @@ def locatable(positive: Positive) -> list[Attribute]:
         for a in positive.attributes
         if a.is_key and (a.name, a.value) in (stated_text if a.modality == "text" else stated_image)
     ]
-
-
-def modality_order(
-    modalities: Sequence[str], count: int, image_ratio: float, rng: random.Random
-) -> list[str]:
-    """The modality of each of `count` negatives: by `image_ratio` when both are available."""
-    if not modalities:
-        return []
-    if len(modalities) == 1:
-        return [modalities[0]] * count
-    images = round(count * image_ratio)
-    order = ["image"] * images + ["text"] * (count - images)
-    rng.shuffle(order)
-    return order
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One negative: its plan and completion, and why it is invalid (None when valid)."""
-
-    plan: InterventionPlan
-    completed: CompletedNegative
-    reason: str | None
 
 
 class OfflineNegatives:
@@ -199,7 +158,7 @@ class OfflineNegatives:
                     return [single]
         return None
 
-    def generate(self, units: Sequence[tuple[int | None, Positive]]) -> list[list[Outcome]]:
+    def generate(self, units: Sequence[Unit]) -> list[list[Outcome]]:
         """Every unit's negatives, each checked."""
         outcomes = []
         for user_idx, positive in units:

@@ -19,7 +19,7 @@ from typing import Any
 from neggen_core.llm.models import CompletedNegative, Intervention, InterventionPlan
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, load_template
 from neggen_core.llm.vllm import ReplyError, Session, VllmBackend, all_settled, settle
-from neggen_core.negatives.offline import Outcome, Positive, modality_order
+from neggen_core.negatives.models import Outcome, Positive, Unit, modality_order
 
 NO_IMAGE = "(no image)"
 
@@ -92,7 +92,7 @@ class VllmNegatives:
         self.intervene_version = load_template(INTERVENE).version
         self.complete_version = load_template(COMPLETE).version
 
-    def generate(self, units: Sequence[tuple[int | None, Positive]]) -> list[list[Outcome]]:
+    def generate(self, units: Sequence[Unit]) -> list[list[Outcome]]:
         async def all_units(session: Session) -> list[list[Outcome]]:
             base_url = self.backend.config.base_url
             return await settle(base_url, [self._unit(session, u, p) for u, p in units])
@@ -148,6 +148,8 @@ def _attempted_plan(positive: Positive, modality: str) -> InterventionPlan:
     key = next(a for a in positive.attributes if a.is_key and a.modality == modality)
     return InterventionPlan(
         interventions=[
-            Intervention(modality=modality, name=key.name, from_value=key.value, to_value=key.value)
+            Intervention(
+                modality=key.modality, name=key.name, from_value=key.value, to_value=key.value
+            )
         ]
     )

@@ -13,33 +13,22 @@ from PIL import Image
 
 from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import NeggenConfig, VllmConfig, load_config
+from neggen_core.config import NeggenConfig, VllmConfig
 from neggen_core.errors import BackendError
 from neggen_core.images import ImagePolicy
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend, extraction_messages, response_format
 from neggen_core.negatives.vllm import VllmNegatives
-from neggen_core.stages import open_store, run_stage
-from tests.standin_server import MODEL, Settings, StandIn, validate
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store
+from tests.support.standin_server import MODEL, Settings, StandIn, validate
+from tests.support.vllm import standin_config
 
 # An injected hang outlasts the client timeout; a real answer, even on a loaded machine, does not
 # (at 0.4 s, answers delayed by CPU contention timed out, were retried and counted twice).
 NO_IMAGES = ImagePolicy(root=None)
 FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.5, seed=3)
-
-
-def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
-    return load_config(
-        None,
-        [
-            f"artifacts.root={root}",
-            *server.overrides(),
-            "llm.vllm.concurrency=16",
-            "attributes.batch_size=64",
-            *more,
-        ],
-    )
 
 
 def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
@@ -96,7 +85,7 @@ def test_requests_follow_the_protocol(tmp_path: Path) -> None:
 
 def test_stage_with_faults_loses_nothing_and_a_rerun_sends_nothing(root: str) -> None:
     with StandIn(FAULTS) as server:
-        config = _config(root, server)
+        config = standin_config(root, server)
         ingest = run_stage(config, "ingest", {}).ref
         outcome = run_stage(config, "attributes", {"ingest": ingest})
         stats = server.tally.snapshot()
@@ -128,7 +117,7 @@ def test_stage_with_faults_loses_nothing_and_a_rerun_sends_nothing(root: str) ->
 
     # a new stage version with the same inputs (another batch size) asks the server nothing
     with StandIn(FAULTS) as server:
-        again = _config(root, server, "attributes.batch_size=100")
+        again = standin_config(root, server, "attributes.batch_size=100")
         rebuilt = run_stage(again, "attributes", {"ingest": ingest})
         assert rebuilt.ref.version != outcome.ref.version
         assert server.tally.snapshot()["requests"] == 0
@@ -139,7 +128,7 @@ def test_killed_run_resumes_without_sending_a_request_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with StandIn(FAULTS) as server:
-        clean = _config(str(tmp_path / "clean"), server)
+        clean = standin_config(str(tmp_path / "clean"), server)
         ingest = run_stage(clean, "ingest", {}).ref
         reference = run_stage(clean, "attributes", {"ingest": ingest}).ref
 
@@ -153,7 +142,7 @@ def test_killed_run_resumes_without_sending_a_request_twice(
         return original(self, items)
 
     with StandIn(FAULTS) as server:
-        config = _config(str(tmp_path / "killed"), server)
+        config = standin_config(str(tmp_path / "killed"), server)
         ingest = run_stage(config, "ingest", {}).ref
         monkeypatch.setattr(VllmBackend, "extract", killed_at_the_third_batch)
         with pytest.raises(KeyboardInterrupt):
@@ -188,7 +177,7 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
         )
 
     with StandIn(FAULTS) as server:
-        clean = _config(str(tmp_path / "clean"), server, *settings)
+        clean = standin_config(str(tmp_path / "clean"), server, *settings)
         ingest, attributes, reference = build(clean)
 
     original = VllmNegatives.generate
@@ -201,7 +190,7 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
         return original(self, units)  # type: ignore[arg-type]
 
     with StandIn(FAULTS) as server:
-        config = _config(str(tmp_path / "killed"), server, *settings)
+        config = standin_config(str(tmp_path / "killed"), server, *settings)
         ingest = run_stage(config, "ingest", {}).ref
         attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
         monkeypatch.setattr(VllmNegatives, "generate", killed_in_the_third_batch)

@@ -20,15 +20,16 @@ from neggen_core.images import ImagePolicy
 from neggen_core.llm.cache import ResponseCache
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.vllm import VllmBackend
-from neggen_core.stages import open_store, plan_versions, run_stage
-from tests.contract.test_vllm_backend import _config as backend_config
-from tests.standin_server import MODEL, Settings, StandIn
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store, plan_versions
+from tests.support.standin_server import MODEL, Settings, StandIn
+from tests.support.vllm import standin_config
 
 ITEMS = 295  # the demo catalogue after its 5-core
 
 
 def _config(root: str, server: StandIn, *more: str) -> NeggenConfig:
-    return backend_config(root, server, "llm.vllm.max_retries=1", *more)
+    return standin_config(root, server, "llm.vllm.max_retries=1", *more)
 
 
 def _ingest(root: str) -> ArtifactRef:

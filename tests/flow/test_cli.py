@@ -13,8 +13,8 @@ import pytest
 from neggen.cli import main
 from neggen_core.config import load_config
 from neggen_core.errors import ArtifactError
-from neggen_core.stages import STAGE_ORDER, built_ref
-from tests.conftest import DEMO_SETTINGS, run_logs
+from neggen_core.pipeline.stages import STAGE_ORDER, built_ref
+from tests.support.helpers import DEMO_SETTINGS, run_logs
 
 
 def _mtimes(folder: str) -> dict[str, int]:

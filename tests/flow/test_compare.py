@@ -20,10 +20,10 @@ import pytest
 from neggen.cli import main
 from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
 from neggen_core.artifacts.store import LOCKS, ArtifactStore
-from neggen_core.compare.browser import check_page, find_chromium
 from neggen_core.compare.stage import DATA_STAGES, result_tables
 from neggen_core.errors import NeggenError
-from tests.conftest import DEMO_SETTINGS, REPO
+from tests.support.browser import check_page, find_chromium
+from tests.support.helpers import DEMO_SETTINGS, REPO
 
 GRID_SETTING = (
     "compare.grid={neggen: {train.neggen.effect_weight: [0.1, 0.4]}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.support.helpers import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 

@@ -14,7 +14,8 @@ import pytest
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, load_config
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store
 
 SEEDS = (999, 1000, 1001)
 # One protocol for the three, chosen on the demo's valid split (lambda 1 and kappa 1 of a small

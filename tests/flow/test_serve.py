@@ -24,8 +24,9 @@ from flows.deployments import FULL, REGENERATE
 from neggen_core.artifacts.schemas import METRICS, NEGATIVES
 from neggen_core.artifacts.store import LOCKS
 from neggen_core.config import load_config
-from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
-from tests.conftest import DEMO_SETTINGS, REPO
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from tests.support.helpers import DEMO_SETTINGS, REPO
 
 BIN = Path(sys.executable).parent
 

@@ -21,10 +21,10 @@ from prefect.states import State
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config
-from neggen_core.negatives import stage as negatives_stage
-from neggen_core.stages import open_store
-from tests.conftest import DEMO_SETTINGS
-from tests.standin_server import Settings, StandIn
+from neggen_core.negatives.job import NegativesJob
+from neggen_core.pipeline.stages import open_store
+from tests.support.helpers import DEMO_SETTINGS
+from tests.support.standin_server import Settings, StandIn
 
 SHARDED = ("attributes", "negatives", "embeddings")
 SETTINGS = (*DEMO_SETTINGS, "orchestration.shards=3")  # 10, 5 and 7 batches: 3 shards each
@@ -111,14 +111,14 @@ def test_a_failed_shard_is_resumed_and_nothing_is_built_twice(
     root = tmp_path / "artifacts"
     in_process = "orchestration.task_runner.kind=thread"  # the patch reaches thread workers
     assert _run(root, "attributes", in_process).is_completed()
-    real_batch = negatives_stage.Job._batch
+    real_batch = NegativesJob._batch
 
-    def failing_at_batch_two(self: negatives_stage.Job, number: int) -> object:
+    def failing_at_batch_two(self: NegativesJob, number: int) -> object:
         if number == 2:
             raise RuntimeError("a worker died in batch 2")
         return real_batch(self, number)
 
-    monkeypatch.setattr(negatives_stage.Job, "_batch", failing_at_batch_two)
+    monkeypatch.setattr(NegativesJob, "_batch", failing_at_batch_two)
     failed = _run(root, "negatives", in_process)
     assert failed.is_failed()
     version = whole["negatives"].version
@@ -126,7 +126,7 @@ def test_a_failed_shard_is_resumed_and_nothing_is_built_twice(
     written = {p.name: p.stat().st_mtime_ns for p in staging.glob("part-*.parquet")}
     assert "part-00002.parquet" not in written and written
 
-    monkeypatch.setattr(negatives_stage.Job, "_batch", real_batch)
+    monkeypatch.setattr(NegativesJob, "_batch", real_batch)
     resumed = _run(root, "negatives", in_process)
     assert resumed.is_completed()
     names, _ = _task_runs_and_progress(resumed.state_details.flow_run_id)

@@ -14,14 +14,14 @@ import pytest
 from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, METRICS, NEGATIVES, USERS
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.artifacts.vectors import vectors_of
-from neggen_core.attributes.stage import item_inputs
+from neggen_core.attributes.contract import item_inputs
 from neggen_core.config import NeggenConfig, load_config
-from neggen_core.embeddings.stage import read_embeddings
+from neggen_core.embeddings.contract import read_embeddings
 from neggen_core.encoders.text import TextEncoder, bundled_encoder
-from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
-from tests.conftest import OFFICE, REPO
-from tests.unit.test_embeddings import assert_same_vectors
-from tests.unit.test_negatives import assert_only_intervened_changed
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from tests.support.assertions import assert_only_intervened_changed, assert_same_vectors
+from tests.support.helpers import OFFICE, REPO
 
 OFFICE_CONFIG = REPO / "configs" / "office.yaml"
 # CI runs these without the control negatives (they double the texts to encode, ~8 min more on
@@ -259,7 +259,7 @@ def test_office_comparison(
     reported as measured: the goal (NegGen significantly above the best baseline and its
     controls) is the report's verdict, not an assertion."""
     from neggen.cli import main
-    from neggen_core.compare.browser import check_page
+    from tests.support.browser import check_page
 
     root = os.environ.get("NEGGEN_OFFICE_ARTIFACTS", office_root)
     started = time.perf_counter()

@@ -16,7 +16,8 @@ from neggen_core.config import NeggenConfig, load_config
 from neggen_core.demo.generator import CATEGORIES, COLOURS, _draw
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.offline import OfflineBackend, ZeroShot, read_image, read_text
-from neggen_core.stages import open_store, run_stage
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store
 
 
 def _config(root: str, *more: str) -> NeggenConfig:

@@ -6,7 +6,7 @@ import pytest
 
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.errors import ConfigError
-from tests.conftest import REPO
+from tests.support.helpers import REPO
 
 
 def _write(tmp_path: Path, text: str) -> Path:

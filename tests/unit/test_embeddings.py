@@ -14,36 +14,24 @@ from PIL import Image, ImageDraw
 from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.artifacts.vectors import vector_array, vectors_of
-from neggen_core.attributes.stage import item_inputs
+from neggen_core.attributes.contract import item_inputs
 from neggen_core.config import NeggenConfig, load_config
-from neggen_core.embeddings.stage import (
-    INDEX_FILE,
-    load_index,
-    read_embeddings,
-)
+from neggen_core.embeddings.contract import INDEX_FILE, load_index, read_embeddings
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, pixel_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, bundled_encoder, load_sentence_model
 from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ConfigError
-from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
-from tests.conftest import DEMO_SETTINGS
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from tests.support.assertions import assert_same_vectors
+from tests.support.helpers import DEMO_SETTINGS
 
 TABLES = ("text_vectors", "item_embeddings", "negative_embeddings")
 
 
 def _config(root: str) -> NeggenConfig:
     return load_config(None, [f"artifacts.root={root}", *DEMO_SETTINGS])
-
-
-def assert_same_vectors(stored: np.ndarray, direct: np.ndarray, backend: str) -> None:
-    """Equal to the encoder's precision: torch float32 to 1e-5 whatever the batch; OpenVINO
-    runs in bf16 on this CPU (its default where AMX is), where the padding of the batch a text
-    was encoded in moves its vector by up to ~1e-3 per entry, a cosine distance under 1e-4."""
-    if backend == "torch":
-        np.testing.assert_allclose(stored, direct, atol=1e-5)
-    else:
-        assert 1 - (stored * direct).sum(axis=1).min() <= 1e-4
 
 
 def _stage_encoder(store: ArtifactStore) -> TextEncoder:

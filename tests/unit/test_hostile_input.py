@@ -12,8 +12,9 @@ import pytest
 
 from neggen_core.errors import InputFormatError
 from neggen_core.ingest import records
-from neggen_core.ingest.pipeline import IngestResult, ingest_files
-from tests.conftest import write_lines
+from neggen_core.ingest.compute import IngestResult
+from neggen_core.ingest.job import ingest_files
+from tests.support.helpers import write_lines
 
 USERS, ITEMS = 6, 5
 

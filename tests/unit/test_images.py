@@ -19,10 +19,11 @@ from PIL import Image
 from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS
 from neggen_core.config import load_config
 from neggen_core.demo.generator import generate_demo
-from neggen_core.embeddings.stage import read_embeddings
+from neggen_core.embeddings.contract import read_embeddings
 from neggen_core.images import ImagePolicy, ImageRefused
-from neggen_core.stages import STAGE_ORDER, open_store, run_stage
-from tests.standin_server import StandIn
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store
+from tests.support.standin_server import StandIn
 
 
 class Listener:

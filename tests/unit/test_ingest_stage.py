@@ -12,7 +12,9 @@ import pytest
 from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, QUARANTINE, USERS
 from neggen_core.artifacts.store import ArtifactWriter
 from neggen_core.config import load_config
-from neggen_core.stages import open_store, plan_versions, run_stage, status
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store, plan_versions
+from neggen_core.pipeline.status import status
 
 
 def _files(folder: str) -> dict[str, int]:

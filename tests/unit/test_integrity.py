@@ -17,15 +17,10 @@ from neggen.cli import main
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.errors import ArtifactError
-from neggen_core.stages import (
-    STAGE_ORDER,
-    open_store,
-    plan_versions,
-    remove_for_rebuild,
-    run_stage,
-    status,
-)
-from tests.conftest import DEMO_SETTINGS, REPO
+from neggen_core.pipeline.run import remove_for_rebuild, run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from neggen_core.pipeline.status import status
+from tests.support.helpers import DEMO_SETTINGS, REPO
 
 BUILT = STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]
 
@@ -119,7 +114,7 @@ def test_a_broken_part_of_an_earlier_attempt_is_built_again(
 HOLD = """
 import sys, time
 from neggen_core.config import load_config
-from neggen_core.stages import open_store, plan_versions
+from neggen_core.pipeline.stages import open_store, plan_versions
 config = load_config(None, [f"artifacts.root={sys.argv[1]}"])
 with open_store(config).lock("ingest", plan_versions(config)["ingest"], "a test holder", 60):
     print("held", flush=True)
@@ -150,7 +145,7 @@ def test_a_waiting_run_names_the_holder(root: str) -> None:
 BUILD = """
 import sys
 from neggen_core.config import load_config
-from neggen_core.stages import run_stage
+from neggen_core.pipeline.run import run_stage
 outcome = run_stage(load_config(None, [f"artifacts.root={sys.argv[1]}"]), "ingest", {})
 print("skipped" if outcome.skipped else "built", flush=True)
 """

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from neggen_core.config import EvaluateConfig
+from neggen_core.data import TrainingData, UserItems, contains
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.evaluation.metrics import per_user
 from neggen_core.models.base import Batch, Losses, Recommender
-from neggen_core.training.data import TrainingData, UserItems, contains
 
 # user A: relevant {1, 3}, ranked [3, 0, 1, 4, 2]; user B: relevant {4}, ranked [0, 1, 2, 4, 3]
 HITS = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 1, 0]], dtype=bool)

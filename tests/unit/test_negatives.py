@@ -7,14 +7,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from neggen_core.artifacts.schemas import ATTRIBUTES, INTERACTIONS, ITEMS, NEGATIVES
+from neggen_core.artifacts.schemas import ATTRIBUTES, INTERACTIONS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.llm.models import Attribute, Intervention, InterventionPlan, ItemInput
-from neggen_core.llm.offline import parse_image_description, read_text
 from neggen_core.negatives import offline
-from neggen_core.negatives.offline import Positive, check, contrasting_values
-from neggen_core.stages import open_store, plan_versions, run_stage
+from neggen_core.negatives.models import Positive
+from neggen_core.negatives.offline import check, contrasting_values
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store, plan_versions
+from tests.support.assertions import assert_only_intervened_changed
 
 
 def _config(root: str, *more: str) -> NeggenConfig:
@@ -26,42 +28,6 @@ def _build(config: NeggenConfig) -> tuple[ArtifactStore, ArtifactRef, ArtifactRe
     attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
     negatives = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref
     return open_store(config), ingest, negatives
-
-
-def assert_only_intervened_changed(
-    store: ArtifactStore, ingest: ArtifactRef, negatives: pl.DataFrame
-) -> int:
-    """Every valid negative, read back from its text and visual description, has its
-    positive's attributes except exactly the intervened ones, which differ."""
-    items = {
-        r["item_idx"]: r for r in store.read_frame(ingest, "items", ITEMS).iter_rows(named=True)
-    }
-    checked = 0
-    for row in negatives.filter(pl.col("status") == "valid").iter_rows(named=True):
-        item = items[row["item_idx"]]
-        positive = ItemInput(
-            item_idx=item["item_idx"],
-            title=item["title"],
-            description=item["description"],
-            brand=item["brand"],
-            categories=tuple(item["categories"]),
-            image_uri=None,
-        )
-        negative = ItemInput.from_text(row["item_idx"], row["text"])
-        before = {a.name: a.value for a in read_text(positive)}
-        after = {a.name: a.value for a in read_text(negative)}
-        changes = [c for c in row["interventions"] if c["modality"] == "text"]
-        expected = before | {c["name"]: c["to_value"] for c in changes}
-        assert after == expected, (row["negative_id"], before, after, changes)
-        for change in changes:
-            assert change["from_value"] == before[change["name"]] != change["to_value"]
-        image_changes = [c for c in row["interventions"] if c["modality"] == "image"]
-        if image_changes:
-            seen = parse_image_description(row["visual_description"])
-            for change in image_changes:
-                assert seen[change["name"]] == change["to_value"] != change["from_value"]
-        checked += 1
-    return checked
 
 
 def test_contrasting_values_differ_most_first() -> None:

@@ -12,16 +12,17 @@ import pytest
 import torch
 
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import EvaluateConfig, NegGenConfig, TrainConfig, load_config
+from neggen_core.config import EvaluateConfig, NegGenSettings, TrainConfig, load_config
+from neggen_core.data import ItemFeatures, TrainingData
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
 from neggen_core.models.base import Batch
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.registry import build_model, build_sampler
-from neggen_core.stages import open_store
-from neggen_core.training.data import ItemFeatures, TrainingData, load_training_data
-from neggen_core.training.trainer import fit, generated_rows
-from tests.conftest import DEMO_SETTINGS
+from neggen_core.pipeline.stages import open_store
+from neggen_core.train.compute import fit, generated_rows
+from neggen_core.train.contract import load_training_data
+from tests.support.helpers import DEMO_SETTINGS
 
 GRADIENT_BOUND = 50.0  # the frozen-P defect measured 5.4e6 on the output layer at step 0
 
@@ -37,7 +38,7 @@ def _features(per_item: int = 1, n_items: int = 6, modalities: int = 2, seed: in
 
 def _neggen(features: ItemFeatures, **settings: float) -> NegGen:
     backbone = MF(5, len(features.item_modal), dim=4, reg_weight=0.0, seed=0)
-    return NegGen(backbone, features, NegGenConfig(**settings), seed=0)
+    return NegGen(backbone, features, NegGenSettings(**settings), seed=0)
 
 
 @pytest.mark.parametrize("max_norm", [1.0, 1e-3])

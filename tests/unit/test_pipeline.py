@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from neggen_core.ingest.compute import IngestResult, build_tables, dense_index, k_core
 from neggen_core.ingest.formats import REVIEW_COLUMNS
-from neggen_core.ingest.pipeline import IngestResult, build_tables, dense_index, k_core
 
 
 def reviews(rows: list[tuple[str, str, int | None]]) -> pl.DataFrame:

@@ -16,10 +16,11 @@ import pytest
 from neggen.cli import main
 from neggen_core.config import load_config
 from neggen_core.demo.generator import generate_demo
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import open_store
 from neggen_core.redaction import redact
-from neggen_core.stages import open_store, run_stage
-from tests.conftest import run_logs
-from tests.standin_server import Settings, StandIn
+from tests.support.helpers import run_logs
+from tests.support.standin_server import Settings, StandIn
 
 SECRET, TOKEN = "hunter2", "SIGNATURE0123"
 

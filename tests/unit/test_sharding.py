@@ -12,9 +12,10 @@ import pytest
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config
 from neggen_core.errors import ConfigError
+from neggen_core.pipeline.run import build_shard, pending_shards, run_stage
+from neggen_core.pipeline.stages import open_store
 from neggen_core.sharding import shard_ranges, total
-from neggen_core.stages import build_shard, open_store, pending_shards, run_stage
-from tests.conftest import DEMO_SETTINGS
+from tests.support.helpers import DEMO_SETTINGS
 
 
 @pytest.mark.parametrize(("batches", "shards"), [(10, 3), (5, 8), (256, 256), (1000, 7), (0, 4)])

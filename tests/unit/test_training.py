@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -11,19 +12,28 @@ import torch
 
 from neggen_core.artifacts.schemas import METRICS, RECOMMENDATIONS, TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import AhnsConfig, EvaluateConfig, NeggenConfig, TrainConfig, load_config
+from neggen_core.config import (
+    AhnsConfig,
+    EvaluateConfig,
+    NeggenConfig,
+    TrainConfig,
+    load_config,
+    with_settings,
+)
+from neggen_core.data import TrainingData, UserItems
 from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.evaluation import evaluator as evaluator_module
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
 from neggen_core.models.base import Batch, Losses, Recommender
 from neggen_core.models.neggen import NegGen
-from neggen_core.models.registry import build_model, build_sampler, check_names
+from neggen_core.models.registry import BACKBONES, MODELS, SAMPLERS, build_model, build_sampler
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
-from neggen_core.stages import STAGE_ORDER, open_store, plan_versions, run_stage
-from neggen_core.training.data import TrainingData, UserItems, load_training_data
-from neggen_core.training.trainer import fit, generated_rows
-from tests.conftest import DEMO_SETTINGS
+from neggen_core.pipeline.run import run_stage
+from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from neggen_core.train.compute import fit, generated_rows
+from neggen_core.train.contract import load_training_data
+from tests.support.helpers import DEMO_SETTINGS
 
 
 def _crowded() -> TrainingData:
@@ -125,11 +135,22 @@ def test_mixgcf_scores_every_hop_with_the_pooled_user_as_the_official_code(
     torch.testing.assert_close(embedded.negative, torch.tensor([expected]))
 
 
-def test_unknown_names_are_clear_errors() -> None:
-    with pytest.raises(ConfigError, match=r"train.sampler 'bns': unknown \(known: ahns, dns"):
-        check_names(TrainConfig(sampler="bns"))
-    with pytest.raises(ConfigError, match=r"train.model 'ngcf'"):
-        build_model(TrainConfig(model="ngcf"), _crowded())
+def test_unknown_names_are_clear_errors_when_the_config_loads() -> None:
+    with pytest.raises(
+        ConfigError, match=r"train.sampler: Input should be 'rns', 'dns', 'mixgcf' or 'ahns' "
+    ) as error:
+        load_config(None, ["train.sampler=bns"])
+    assert "(got 'bns')" in str(error.value)
+    with pytest.raises(ConfigError, match=r"train.model: Input should be .* \(got 'ngcf'\)"):
+        load_config(None, ["train.model=ngcf"])
+    with pytest.raises(ConfigError, match=r"train.backbone: .* \(got 'ngcf'\)"):
+        with_settings(load_config(), {"train.backbone": "ngcf"})
+
+
+def test_the_registry_builds_every_name_the_config_allows() -> None:
+    fields = TrainConfig.model_fields
+    for registry, name in ((MODELS, "model"), (BACKBONES, "backbone"), (SAMPLERS, "sampler")):
+        assert set(registry) == set(get_args(fields[name].annotation)), name
 
 
 def _config(root: str, *more: str) -> NeggenConfig:

@@ -1,5 +1,6 @@
-"""What training reads from the artifacts, as arrays: the split as per-user CSR lists, the items'
-modal features and the generated negatives grouped by their positive.
+"""Training data in memory, as arrays: the split as per-user CSR lists, the items' modal
+features and the generated negatives grouped by their positive. Nothing here reads a store:
+`neggen_core.train.contract` builds these from the artifacts.
 
 Membership tests ("has user u interacted with item i in train?") are vectorised: the train pairs
 are kept as sorted keys `u * n_items + i`, looked up with `np.searchsorted`.
@@ -16,11 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from neggen_core.artifacts.schemas import INTERACTIONS, USERS
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.artifacts.vectors import vectors_of
-from neggen_core.embeddings.stage import read_embeddings
-from neggen_core.errors import ArtifactError
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,8 @@ def contains(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: in
         return np.zeros(np.broadcast(users, items).shape, dtype=bool)
     position = np.searchsorted(keys, query)
     found = keys[np.minimum(position, len(keys) - 1)] == query
-    return found & (position < len(keys))
+    present: np.ndarray = found & (position < len(keys))
+    return present
 
 
 @dataclass(frozen=True)
@@ -131,8 +129,9 @@ class TrainingData:
         return contains(self.train_keys, users, items, self.n_items)
 
 
-def _modal(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, M, D) modal vectors and (rows, M) presence: text, then the visual description."""
+def modal_vectors(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M, D) modal vectors and (rows, M) presence of embedding rows (`text_vector`, and
+    `visual_vector` when `with_visual`): text, then the visual description."""
     text = np.array(vectors_of(table.column("text_vector")))
     if not with_visual:
         return text[:, None, :], np.ones((len(text), 1), dtype=bool)
@@ -145,53 +144,31 @@ def _modal(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
     return both, np.stack([np.ones(len(text), dtype=bool), present], axis=1)
 
 
-def load_features(
-    store: ArtifactStore,
-    embeddings: ArtifactRef,
-    n_items: int,
-    skip_flagged: bool,
-    kind: str = "key",
+def item_features(
+    items: pa.Table, negatives: pa.Table, kind: str = "key", skip_flagged: bool = True
 ) -> ItemFeatures:
-    """The items' modal features and the generated negatives of `kind` (key, or control: the
-    negatives that change attributes that are not key features)."""
-    items = read_embeddings(store, embeddings, "item_embeddings")
-    if items.num_rows != n_items:
-        raise ArtifactError(f"{embeddings.uri}: {items.num_rows} item rows, expected {n_items}")
+    """The features of the item embedding rows (one per item, by item_idx) and of the
+    generated negatives of `kind` (key, or control: changing attributes that are not key
+    features), without those flagged as possible false negatives when `skip_flagged`."""
     with_visual = items.column("visual_vector").null_count < items.num_rows
-    item_modal, item_present = _modal(items, with_visual)
-
-    negatives = read_embeddings(store, embeddings, "negative_embeddings")
+    item_modal, item_present = modal_vectors(items, with_visual)
     negatives = negatives.filter(pc.equal(negatives.column("kind"), kind))
-    if kind != "key" and not negatives.num_rows:
-        raise ArtifactError(
-            f"{embeddings.uri}: no {kind} negatives; build them with negatives.controls: true "
-            "(the random_intervention ablation trains on them)"
-        )
     if skip_flagged:
         flagged = negatives.column("possible_false_negative").to_numpy(zero_copy_only=False)
         negatives = negatives.filter(~flagged)
     owner = negatives.column("item_idx").to_numpy().astype(np.int64)
     order = np.argsort(owner, kind="stable")
     negatives, owner = negatives.take(order), owner[order]
-    negative_modal, negative_present = _modal(negatives, with_visual)
+    negative_modal, negative_present = modal_vectors(negatives, with_visual)
     return ItemFeatures.build(item_modal, item_present, negative_modal, negative_present, owner)
 
 
-def load_training_data(
-    store: ArtifactStore,
-    ingest: ArtifactRef,
-    embeddings: ArtifactRef | None,
-    skip_flagged: bool = True,
-    negatives: str = "key",
+def split_data(
+    interactions: pl.DataFrame, n_users: int, n_items: int, features: ItemFeatures | None = None
 ) -> TrainingData:
-    """The split of `ingest`, and the modal features of `embeddings` (with the generated
-    negatives of kind `negatives`) when given."""
-    users = store.read_frame(ingest, "users", USERS, columns=["user_idx"])
-    interactions = store.read_frame(
-        ingest, "interactions", INTERACTIONS, columns=["user_idx", "item_idx", "split"]
-    )
-    n_users = users.height
-    n_items = store.manifest(ingest.stage, ingest.version).tables["items"].rows
+    """Training data from interaction rows (user_idx, item_idx, split: train/valid/test).
+    A `ValueError` names the users who interacted with every item in train (no negative can
+    be sampled for them)."""
     splits = {}
     for split in ("train", "valid", "test"):
         part = interactions.filter(pl.col("split") == split)
@@ -203,18 +180,14 @@ def load_training_data(
     train = splits["train"]
     full = np.flatnonzero(train.counts >= n_items)
     if len(full):
-        raise ArtifactError(
-            f"{ingest.uri}: user_idx {full[:5].tolist()} interacted with every item in train; "
+        raise ValueError(
+            f"user_idx {full[:5].tolist()} interacted with every item in train; "
             "no negative can be sampled for them (raise ingest.k_core or drop those users)"
         )
-    train_users = np.repeat(np.arange(n_users, dtype=np.int64), train.counts)
-    features = None
-    if embeddings is not None:
-        features = load_features(store, embeddings, n_items, skip_flagged, negatives)
     return TrainingData(
         n_users=n_users,
         n_items=n_items,
-        train_users=train_users,
+        train_users=np.repeat(np.arange(n_users, dtype=np.int64), train.counts),
         train_items=train.items,
         splits=splits,
         train_keys=train.keys(n_items),

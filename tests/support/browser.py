@@ -1,6 +1,6 @@
 """Open a report in headless Chromium: a screenshot, and what the page actually rendered.
 
-`python -m neggen_core.compare.browser REPORT.html SHOT.png` prints the check as JSON and exits
+`python -m tests.support.browser REPORT.html SHOT.png` prints the check as JSON and exits
 non-zero when the page shows no table or an image that did not decode.
 """
 

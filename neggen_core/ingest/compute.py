@@ -1,4 +1,5 @@
-"""From raw reviews and metadata to the `users`, `items` and `interactions` tables.
+"""The ingest stage's logic on frames: from raw reviews and metadata to the `users`, `items`,
+`interactions` and `quarantine` tables.
 
 Steps, each counted in the report: parse numbers (bad ones quarantined, the record kept with
 the field null), drop records without ids (quarantined), drop exact duplicate user-item pairs
@@ -15,8 +16,6 @@ Dense indices follow the ids' natural order (numeric when every id is an integer
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,9 @@ import polars as pl
 
 from neggen_core.artifacts.schemas import SPLITS
 from neggen_core.errors import InputFormatError
-from neggen_core.ingest.formats import FORMATS, LINE, SOURCE
-from neggen_core.ingest.literals import DROPPED, FIELD_NULLED
-from neggen_core.ingest.records import MAX_LINE_BYTES, FileStats, Quarantine
+from neggen_core.ingest.formats import SOURCE
+from neggen_core.ingest.literals import DROPPED, FIELD_NULLED, LINE
+from neggen_core.ingest.records import FileStats, Quarantine
 from neggen_core.redaction import redact
 
 ORDER = "_order"
@@ -393,13 +392,14 @@ def attach_items(
     return items, report
 
 
-def _result(
+def ingest_result(
     clean: CleanInteractions,
     items: pl.DataFrame,
     item_report: dict[str, Any],
     quarantines: list[Quarantine],
     files: list[FileStats],
 ) -> IngestResult:
+    """The tables and the report, the quarantines joined and every file name redacted."""
     quarantine = pl.concat([q.frame() for q in quarantines])
     # the tables and the report name their files without credentials (userinfo, tokens)
     named = {path: redact(path) for path in quarantine["source_file"].unique().to_list()}
@@ -419,7 +419,7 @@ def _result(
     )
 
 
-def _require_interactions(path: str, clean: CleanInteractions, stats: FileStats) -> None:
+def require_interactions(path: str, clean: CleanInteractions, stats: FileStats) -> None:
     """A clear error when nothing is left to train on, naming the file and the step that
     removed the last interaction."""
     if clean.interactions.height:
@@ -450,40 +450,4 @@ def build_tables(
     quarantine = Quarantine()
     clean = clean_interactions(reviews, k, quarantine, timestamp_divisor)
     items, item_report = attach_items(clean, meta, quarantine)
-    return _result(clean, items, item_report, [quarantine], [])
-
-
-def ingest_files(
-    fmt: str,
-    interactions: str,
-    items: str | None,
-    k: int,
-    sink: Callable[[str, pl.DataFrame], None] | None = None,
-    max_line_bytes: int = MAX_LINE_BYTES,
-) -> IngestResult:
-    """Read and ingest one dataset.
-
-    The metadata file is read in a second thread (which hands Python-literal parsing to a
-    subprocess) while the interactions are read, cleaned and, through `sink`, written; so the
-    two overlap. `sink(name, table)` receives each output table as soon as it is final.
-    """
-    spec = FORMATS[fmt]
-    review_quarantine, item_quarantine = Quarantine(), Quarantine()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neggen-meta") as pool:
-        pending = (
-            pool.submit(spec.read_items, items, item_quarantine, max_line_bytes) if items else None
-        )
-        reviews, review_stats = spec.read_reviews(interactions, review_quarantine, max_line_bytes)
-        clean = clean_interactions(reviews, k, review_quarantine, spec.timestamp_divisor)
-        _require_interactions(interactions, clean, review_stats)
-        if sink is not None:
-            sink("users", clean.users)
-            sink("interactions", clean.interactions)
-        meta, meta_stats = pending.result() if pending else (None, None)
-    table, item_report = attach_items(clean, meta, item_quarantine)
-    files = [review_stats] + ([meta_stats] if meta_stats else [])
-    result = _result(clean, table, item_report, [review_quarantine, item_quarantine], files)
-    if sink is not None:
-        sink("items", result.items)
-        sink("quarantine", result.quarantine)
-    return result
+    return ingest_result(clean, items, item_report, [quarantine], [])

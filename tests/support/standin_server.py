@@ -6,7 +6,10 @@ answered, and injects latency, 5xx, timeouts and malformed JSON at configured ra
 Faults are decided from the request body and how often that body was seen, so two servers with
 the same settings fail the same requests the same way.
 
-    python -m tests.standin_server --port 0 --latency 0.1    # prints "listening on URL"
+    python tests/support/standin_server.py --port 0 --latency 0.1    # prints "listening on URL"
+
+It imports nothing but the standard library, so that it also runs as a script in its own
+process (`bench/_support.py` starts it so).
 """
 
 from __future__ import annotations
@@ -17,17 +20,12 @@ import hashlib
 import json
 import random
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 MODEL = "standin/vl-model"
@@ -369,26 +367,6 @@ def wait_until_healthy(base_url: str, seconds: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-@contextmanager
-def standin_process(latency: float) -> Iterator[str]:
-    """The server in its own process (no GIL shared with the client), answering after `latency`
-    seconds; yields its base URL."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin_server", "--latency", str(latency)],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
-        wait_until_healthy(base_url)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait()
-
-
 class StandIn:
     """The server on a free loopback port, in a background thread."""
 
@@ -438,12 +416,14 @@ class StandIn:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default=MODEL)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--p-5xx", type=float, default=0.0)
     parser.add_argument("--p-timeout", type=float, default=0.0)
     parser.add_argument("--p-malformed", type=float, default=0.0)
     args = parser.parse_args()
     settings = Settings(
+        model=args.model,
         latency_s=args.latency,
         p_5xx=args.p_5xx,
         p_timeout=args.p_timeout,

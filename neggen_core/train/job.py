@@ -9,64 +9,29 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 import torch
 
 from neggen_core.artifacts.schemas import TRAINING_LOG
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
-from neggen_core.config import NeggenConfig
+from neggen_core.artifacts.store import ArtifactWriter
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.registry import build_model, build_sampler, method_name
-from neggen_core.training.data import TrainingData, load_training_data
-from neggen_core.training.trainer import fit
-
-SCHEMA_VERSION = 1
-TRAINER_VERSION = 3  # bump when training's results change for the same config
-TABLES = {"training_log": TRAINING_LOG}
-MODEL_FILE = "model.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
+from neggen_core.pipeline.spec import Build, StageSpec
+from neggen_core.train.compute import fit
+from neggen_core.train.contract import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    SCHEMA_VERSION,
+    TABLES,
+    UPSTREAM,
+    reads,
+    training_data,
+    version_config,
+)
 
 log = logging.getLogger(__name__)
-
-
-def reads(config: NeggenConfig) -> tuple[str, ...]:
-    """NegGen reads the modal features and the generated negatives (embeddings); a baseline
-    reads only the interactions."""
-    return ("ingest", "embeddings") if config.train.model == "neggen" else ("ingest",)
-
-
-def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), and only
-    the sampler in use keeps its settings."""
-    train = config.train.model_dump(mode="json")
-    if config.train.model != "neggen":
-        del train["neggen"], train["backbone"]
-    train["samplers"] = {
-        name: value for name, value in train["samplers"].items() if name == config.train.sampler
-    }
-    return {
-        "train": train,
-        "evaluate": config.evaluate.model_dump(mode="json"),
-        "trainer_version": TRAINER_VERSION,
-    }
-
-
-def training_data(
-    config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
-) -> TrainingData:
-    """The split, and the modal features when the model uses them."""
-    features = upstream["embeddings"] if config.train.model == "neggen" else None
-    settings = config.train.neggen
-    return load_training_data(
-        store,
-        upstream["ingest"],
-        features,
-        skip_flagged=settings.skip_possible_false_negatives,
-        negatives="control" if settings.ablation == "random_intervention" else "key",
-    )
 
 
 class WriterCheckpoints:
@@ -82,12 +47,14 @@ class WriterCheckpoints:
         self.writer.write_bytes(CHECKPOINT_FILE, data)
 
 
-def build(
-    config: NeggenConfig,
-    store: ArtifactStore,
-    upstream: Mapping[str, ArtifactRef],
-    writer: ArtifactWriter,
-) -> dict[str, Any]:
+def _mean(seconds: pl.Series) -> float:
+    """The mean, to 4 places; 0.0 with no epoch."""
+    mean = seconds.mean()
+    return round(mean, 4) if isinstance(mean, float) else 0.0
+
+
+def build(stage: Build) -> dict[str, Any]:
+    config, store, upstream, writer = stage.config, stage.store, stage.upstream, stage.writer
     data = training_data(config, store, upstream)
     model = build_model(config.train, data)
     sampler = build_sampler(config.train, data)
@@ -119,6 +86,18 @@ def build(
         "epochs": epochs,
         "stopped_early": result.stopped_early,
         "best_valid": result.best_valid,
-        "train_seconds_per_epoch": round(frame["train_seconds"].mean() or 0.0, 4),
-        "eval_seconds_per_epoch": round(frame["eval_seconds"].mean() or 0.0, 4),
+        "train_seconds_per_epoch": _mean(frame["train_seconds"]),
+        "eval_seconds_per_epoch": _mean(frame["eval_seconds"]),
     }
+
+
+SPEC = StageSpec(
+    "train",
+    UPSTREAM,
+    SCHEMA_VERSION,
+    TABLES,
+    version_config,
+    build=build,
+    resumable=True,
+    reads=reads,
+)

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from neggen_core.config import TrainConfig
+from neggen_core.data import ItemFeatures, TrainingData
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.base import Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.samplers import Sampler
-from neggen_core.training.data import ItemFeatures, TrainingData
+from neggen_core.train.contract import load_state
 
 SELECTION_METRIC = "recall@20"
 LOSS_PARTS = ("bpr", "generated", "alignment", "reg")
@@ -65,13 +66,6 @@ def _serialise(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
-
-
-def load_state(data: bytes) -> dict[str, Any]:
-    """A checkpoint or a model file: tensors and plain values only (`weights_only=True`)."""
-    loaded = torch.load(io.BytesIO(data), weights_only=True)
-    assert isinstance(loaded, dict)
-    return loaded
 
 
 def fit(
@@ -121,7 +115,7 @@ def fit(
                 batch = replace(batch, generated=torch.from_numpy(picked))
             losses = model.calculate_loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
+            torch.autograd.backward(losses.total)  # as Tensor.backward, which torch leaves untyped
             optimizer.step()
             for name, value in {"loss": losses.total.item(), **losses.parts}.items():
                 sums[name] += value * len(rows)

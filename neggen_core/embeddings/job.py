@@ -10,14 +10,14 @@ missing parts, and separate shards can encode different parts (`neggen_core.shar
 item and negative tables are assembled from those vectors at the end, with each negative's
 nearest real item other than its positive: at `near_duplicate_threshold` or above, it is flagged
 as a possible false negative (a real item much like it exists, and a user may want it).
+This module is the stage's I/O, the encoder and the index; the logic on frames and matrices is
+in `compute.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -26,141 +26,42 @@ import polars as pl
 import pyarrow as pa
 
 from neggen_core import progress
-from neggen_core.artifacts.schemas import (
-    DESCRIPTIONS,
-    ITEMS,
-    NEGATIVES,
-    item_embeddings_schema,
-    negative_embeddings_schema,
-    text_vectors_schema,
-)
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.artifacts.vectors import vector_array, vectors_of
-from neggen_core.attributes.stage import item_inputs
+from neggen_core.attributes.contract import read_descriptions
 from neggen_core.config import NeggenConfig
+from neggen_core.embeddings import compute
+from neggen_core.embeddings.compute import Inputs, embedding_inputs, text_key
+from neggen_core.embeddings.contract import (
+    EMBEDDER_VERSION,
+    INDEX_FILE,
+    REPORT,
+    SCHEMA_VERSION,
+    TABLES,
+    UPSTREAM,
+    tables,
+    version_config,
+)
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
-from neggen_core.encoders.text import TextEncoder, model_fingerprint
+from neggen_core.encoders.text import TextEncoder
 from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ArtifactError
 from neggen_core.images import ImagePolicy, ImageRefused
-from neggen_core.ingest.stage import image_policy
+from neggen_core.ingest.contract import image_policy, read_items
+from neggen_core.negatives.contract import read_negatives
+from neggen_core.pipeline.spec import StageSpec
 from neggen_core.sharding import Stats, still_to_do
-
-SCHEMA_VERSION = 2
-EMBEDDER_VERSION = 1  # bump when what is embedded, or how, changes
-INDEX_FILE = "items.faiss"
-REPORT = "report.json"
-
-
-def tables(dim: int) -> dict[str, pa.Schema]:
-    return {
-        "text_vectors": text_vectors_schema(dim),
-        "item_embeddings": item_embeddings_schema(dim, IMAGE_FEATURE_DIM),
-        "negative_embeddings": negative_embeddings_schema(dim),
-    }
-
-
-TABLES = tables(384)  # the bundled encoder's width; `build` sets the configured encoder's
-
-
-def version_config(config: NeggenConfig) -> dict[str, Any]:
-    settings = config.embeddings.model_dump(exclude={"vector_cache"})
-    settings["encoder"] = model_fingerprint(config.embeddings.encoder)
-    return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION}
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What is embedded: items (item_idx, text, visual, image_uri) and valid negatives
-    (negative_id, item_idx, user_idx, kind, modality, text, visual)."""
-
-    items: pl.DataFrame
-    negatives: pl.DataFrame
-    invalid_negatives: int
-
-    def texts(self) -> list[str]:
-        """Every distinct text, longest first (ties in text order): the order they are encoded."""
-        found = pl.concat(
-            [
-                self.items.select(pl.col("text")),
-                self.items.select(pl.col("visual").alias("text")),
-                self.negatives.select(pl.col("text")),
-                self.negatives.select(pl.col("visual").alias("text")),
-            ]
-        ).drop_nulls()
-        unique = found.unique().with_columns(pl.col("text").str.len_chars().alias("length"))
-        return unique.sort(["length", "text"], descending=[True, False])["text"].to_list()
 
 
 def gather_inputs(store: ArtifactStore, upstream: Mapping[str, ArtifactRef]) -> Inputs:
-    items = store.read_frame(upstream["ingest"], "items", ITEMS)
-    descriptions = store.read_frame(upstream["attributes"], "descriptions", DESCRIPTIONS)
-    visual = descriptions.filter(
-        (pl.col("modality") == "image") & pl.col("text").is_not_null()
-    ).select("item_idx", pl.col("text").alias("visual"))
-    texts = pl.DataFrame(
-        [(item.item_idx, item.text()) for item in item_inputs(items)],
-        schema={"item_idx": pl.Int32, "text": pl.String},
-        orient="row",
-    )
-    item_frame = (
-        texts.join(visual, on="item_idx", how="left")
-        .join(items.select("item_idx", "image_uri"), on="item_idx", how="left")
-        .sort("item_idx")
-    )
-    negatives = store.read_frame(upstream["negatives"], "negatives", NEGATIVES)
-    valid = negatives.filter(pl.col("status") == "valid")
-    missing = valid.filter(pl.col("text").is_null())
-    if missing.height:
-        raise ArtifactError(
-            f"{upstream['negatives'].uri}: {missing.height} valid negatives have no text "
-            f"(first: {missing['negative_id'][0]}); rebuild the negatives stage"
-        )
-    return Inputs(
-        items=item_frame,
-        negatives=valid.select(
-            "negative_id",
-            "item_idx",
-            "user_idx",
-            "kind",
-            "modality",
-            "text",
-            pl.col("visual_description").alias("visual"),
-            "possible_false_negative",
-        ),
-        invalid_negatives=negatives.height - valid.height,
-    )
-
-
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _modal_vectors(
-    texts: Sequence[str],
-    visuals: Sequence[str | None],
-    lookup: Mapping[str, int],
-    vectors: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(text vectors, visual vectors, has visual, joint vectors) of rows of texts."""
-    text_rows = np.array([lookup[text_key(t)] for t in texts], dtype=np.int64)
-    has_visual = np.array([v is not None for v in visuals], dtype=bool)
-    visual_rows = np.array(
-        [lookup[text_key(v)] if v is not None else 0 for v in visuals], dtype=np.int64
-    )
-    dim = vectors.shape[1]
-    text_vectors = vectors[text_rows] if len(text_rows) else np.zeros((0, dim), np.float32)
-    visual_vectors = np.where(
-        has_visual[:, None], vectors[visual_rows] if len(visual_rows) else 0.0, 0.0
-    ).astype(np.float32)
-    joint = _normalise(text_vectors + visual_vectors)
-    return text_vectors, visual_vectors, has_visual, joint
+    """What the embeddings stage encodes, read from its upstream artifacts."""
+    items = read_items(store, upstream["ingest"])
+    descriptions = read_descriptions(store, upstream["attributes"])
+    try:
+        return embedding_inputs(items, descriptions, read_negatives(store, upstream["negatives"]))
+    except ValueError as exc:
+        raise ArtifactError(f"{upstream['negatives'].uri}: {exc}") from exc
 
 
 def _image_features(
@@ -182,7 +83,7 @@ def _image_features(
     return features, present, failures
 
 
-class Job:
+class EmbeddingsJob:
     """Every distinct text encoded in batches of `embeddings.batch_size`, then the item and
     negative tables, the index and the near-duplicate flags."""
 
@@ -258,9 +159,9 @@ class Job:
         lookup = {key: row for row, key in enumerate(written.column("text_sha256").to_pylist())}
 
         items = self.inputs.items
-        if not np.array_equal(items["item_idx"].to_numpy(), np.arange(items.height)):
+        if not compute.items_are_dense(items):
             raise ArtifactError(f"{upstream['ingest'].uri}: item_idx is not dense 0..n-1")
-        item_text, item_visual, item_has_visual, item_joint = _modal_vectors(
+        item = compute.modal_vectors(
             items["text"].to_list(), items["visual"].to_list(), lookup, vectors
         )
         images = image_policy(self.config, self.store)
@@ -272,16 +173,16 @@ class Job:
             pa.table(
                 {
                     "item_idx": items["item_idx"].to_arrow(),
-                    "text_vector": vector_array(item_text),
-                    "visual_vector": vector_array(item_visual, item_has_visual),
-                    "vector": vector_array(item_joint),
+                    "text_vector": vector_array(item.text),
+                    "visual_vector": vector_array(item.visual, item.has_visual),
+                    "vector": vector_array(item.joint),
                     "image_features": vector_array(features, has_image),
                 }
             ),
         )
 
         index = ItemIndex.build(
-            item_joint,
+            item.joint,
             IndexSettings(
                 exact_max_items=settings.exact_index_max_items,
                 hnsw_m=settings.hnsw_m,
@@ -291,14 +192,18 @@ class Job:
         writer.write_bytes(INDEX_FILE, index.to_bytes())
 
         negatives = self.inputs.negatives
-        neg_text, neg_visual, neg_has_visual, neg_joint = _modal_vectors(
+        negative = compute.modal_vectors(
             negatives["text"].to_list(), negatives["visual"].to_list(), lookup, vectors
         )
-        positives = negatives["item_idx"].to_numpy().astype(np.int64)
-        to_positive = (neg_joint * item_joint[positives]).sum(axis=1)
-        nearest, similarity = index.nearest_other(neg_joint, positives)
-        near_duplicate = similarity >= settings.near_duplicate_threshold
-        possible_false_negative = negatives["possible_false_negative"].to_numpy() | near_duplicate
+        nearest, similarity = index.nearest_other(negative.joint, compute.positive_rows(negatives))
+        scores = compute.score_negatives(
+            negatives,
+            negative.joint,
+            item.joint,
+            nearest,
+            similarity,
+            settings.near_duplicate_threshold,
+        )
         writer.write_table(
             "negative_embeddings",
             pa.table(
@@ -308,14 +213,14 @@ class Job:
                     "user_idx": negatives["user_idx"].to_arrow(),
                     "kind": negatives["kind"].to_arrow(),
                     "modality": negatives["modality"].to_arrow(),
-                    "text_vector": vector_array(neg_text),
-                    "visual_vector": vector_array(neg_visual, neg_has_visual),
-                    "vector": vector_array(neg_joint),
-                    "similarity_to_positive": pa.array(to_positive, pa.float32()),
+                    "text_vector": vector_array(negative.text),
+                    "visual_vector": vector_array(negative.visual, negative.has_visual),
+                    "vector": vector_array(negative.joint),
+                    "similarity_to_positive": pa.array(scores.to_positive, pa.float32()),
                     "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),
                     "nearest_similarity": pa.array(similarity, pa.float32(), mask=nearest < 0),
-                    "near_duplicate": pa.array(near_duplicate),
-                    "possible_false_negative": pa.array(possible_false_negative),
+                    "near_duplicate": pa.array(scores.near_duplicate),
+                    "possible_false_negative": pa.array(scores.possible_false_negative),
                 }
             ),
         )
@@ -327,21 +232,7 @@ class Job:
             "dim": encoder.dim,
             "image_feature_dim": IMAGE_FEATURE_DIM,
             "index": {"kind": index.kind, "items": index.size, "file": INDEX_FILE},
-            "items": items.height,
-            "coverage": {
-                "text": items.height,
-                "visual_description": int(item_has_visual.sum()),
-                "image_features": int(has_image.sum()),
-                "without_image": int(items["image_uri"].is_null().sum()),
-            },
-            "image_failures": image_failures,
-            "negatives_embedded": negatives.height,
-            "controls_embedded": int((negatives["kind"] == "control").sum()),
-            "negatives_invalid_not_embedded": self.inputs.invalid_negatives,
-            "near_duplicates": int(near_duplicate.sum()),
-            "possible_false_negatives": int(possible_false_negative.sum()),
-            "similarity_to_positive": _quantiles(to_positive),
-            "nearest_other_similarity": _quantiles(similarity[nearest >= 0]),
+            **compute.coverage_report(self.inputs, item, has_image, image_failures, scores),
             "unique_texts": len(self.texts),
             "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
             "texts_from_cache_this_attempt": int(stats.get("texts_from_cache", 0)),
@@ -362,20 +253,4 @@ class Job:
         }
 
 
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    if not len(values):
-        return {}
-    points = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 0.99, 1.0])
-    names = ("min", "p10", "p50", "p90", "p99", "max")
-    return {name: round(float(v), 4) for name, v in zip(names, points, strict=True)}
-
-
-def read_embeddings(store: ArtifactStore, ref: ArtifactRef, table: str) -> pa.Table:
-    """`item_embeddings`, `negative_embeddings` or `text_vectors` of a built artifact."""
-    dim = store.manifest(ref.stage, ref.version).info["dim"]
-    return store.read_table(ref, table, tables(dim)[table])
-
-
-def load_index(store: ArtifactStore, ref: ArtifactRef) -> ItemIndex:
-    """The FAISS index over the items' joint vectors: top-k real items nearest to a vector."""
-    return ItemIndex.from_bytes(store.read_bytes(ref, INDEX_FILE), f"{ref.uri}/{INDEX_FILE}")
+SPEC = StageSpec("embeddings", UPSTREAM, SCHEMA_VERSION, TABLES, version_config, job=EmbeddingsJob)

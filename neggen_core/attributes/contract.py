@@ -1,0 +1,70 @@
+"""What the attributes stage promises: its tables, what its version depends on, and the readers
+the stages downstream use (descriptions, attributes, item inputs, the category of each item)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from neggen_core.artifacts.schemas import (
+    ATTRIBUTES,
+    DESCRIPTIONS,
+    KEY_FEATURES,
+)
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.config import NeggenConfig
+from neggen_core.llm.backend import version_config as backend_version
+from neggen_core.llm.models import ItemInput
+from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
+
+SCHEMA_VERSION = 1
+TABLES = {"attributes": ATTRIBUTES, "descriptions": DESCRIPTIONS, "key_features": KEY_FEATURES}
+REPORT = "report.json"
+UNCATEGORISED = "(uncategorised)"
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    """What the attributes version depends on (not concurrency, timeouts or the API key)."""
+    return {
+        "llm": backend_version(config),
+        "attributes": config.attributes.model_dump(),
+        "prompt_version": load_template(DESCRIBE_EXTRACT).version,
+    }
+
+
+def item_inputs(items: pl.DataFrame) -> list[ItemInput]:
+    return [
+        ItemInput(
+            item_idx=row["item_idx"],
+            title=row["title"],
+            description=row["description"],
+            brand=row["brand"],
+            categories=tuple(row["categories"]),
+            image_uri=row["image_uri"],
+        )
+        for row in items.sort("item_idx").iter_rows(named=True)
+    ]
+
+
+def item_categories(items: pl.DataFrame, level: int) -> pl.DataFrame:
+    """item_idx -> the category that groups it for key features (its path at `level`, or its
+    deepest level when the path is shorter)."""
+    path = pl.col("categories")
+    depth = path.list.len()
+    chosen = (
+        pl.when(depth > level)
+        .then(path.list.get(level, null_on_oob=True))
+        .otherwise(path.list.last())
+    )
+    return items.select("item_idx", chosen.fill_null(UNCATEGORISED).alias("category"))
+
+
+def read_descriptions(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
+    """The `descriptions` table: per item and modality, the text or visual description."""
+    return store.read_frame(ref, "descriptions", DESCRIPTIONS)
+
+
+def read_attributes(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
+    """The `attributes` table, `is_key` set."""
+    return store.read_frame(ref, "attributes", ATTRIBUTES)

@@ -1,0 +1,202 @@
+"""The embeddings stage's logic on frames and matrices: what is embedded (item texts, their
+visual descriptions, the valid negatives) and in which order, the vectors of rows assembled from
+the encoded texts, the scores and flags of the negatives, and the counts of the report."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+
+from neggen_core.attributes.contract import item_inputs
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What is embedded: items (item_idx, text, visual, image_uri) and valid negatives
+    (negative_id, item_idx, user_idx, kind, modality, text, visual)."""
+
+    items: pl.DataFrame
+    negatives: pl.DataFrame
+    invalid_negatives: int
+
+    def texts(self) -> list[str]:
+        """Every distinct text, longest first (ties in text order): the order they are encoded."""
+        found = pl.concat(
+            [
+                self.items.select(pl.col("text")),
+                self.items.select(pl.col("visual").alias("text")),
+                self.negatives.select(pl.col("text")),
+                self.negatives.select(pl.col("visual").alias("text")),
+            ]
+        ).drop_nulls()
+        unique = found.unique().with_columns(pl.col("text").str.len_chars().alias("length"))
+        return unique.sort(["length", "text"], descending=[True, False])["text"].to_list()
+
+
+def item_texts(items: pl.DataFrame, descriptions: pl.DataFrame) -> pl.DataFrame:
+    """(item_idx, text, visual, image_uri) by item_idx: an ingest `items` frame with each item's
+    text and the visual description the attributes stage wrote for its image (or null)."""
+    visual = descriptions.filter(
+        (pl.col("modality") == "image") & pl.col("text").is_not_null()
+    ).select("item_idx", pl.col("text").alias("visual"))
+    texts = pl.DataFrame(
+        [(item.item_idx, item.text()) for item in item_inputs(items)],
+        schema={"item_idx": pl.Int32, "text": pl.String},
+        orient="row",
+    )
+    return (
+        texts.join(visual, on="item_idx", how="left")
+        .join(items.select("item_idx", "image_uri"), on="item_idx", how="left")
+        .sort("item_idx")
+    )
+
+
+def embedding_inputs(
+    items: pl.DataFrame, descriptions: pl.DataFrame, negatives: pl.DataFrame
+) -> Inputs:
+    """The items' texts and the valid negatives; a `ValueError` when a valid negative has no
+    text."""
+    valid = negatives.filter(pl.col("status") == "valid")
+    missing = valid.filter(pl.col("text").is_null())
+    if missing.height:
+        raise ValueError(
+            f"{missing.height} valid negatives have no text "
+            f"(first: {missing['negative_id'][0]}); rebuild the negatives stage"
+        )
+    return Inputs(
+        items=item_texts(items, descriptions),
+        negatives=valid.select(
+            "negative_id",
+            "item_idx",
+            "user_idx",
+            "kind",
+            "modality",
+            "text",
+            pl.col("visual_description").alias("visual"),
+            "possible_false_negative",
+        ),
+        invalid_negatives=negatives.height - valid.height,
+    )
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), as float32."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalised: np.ndarray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalised
+
+
+class ModalVectors(NamedTuple):
+    """Vectors of rows (items or negatives), each (rows, dim) but `has_visual` (rows,)."""
+
+    text: np.ndarray
+    visual: np.ndarray  # zero where a row has no visual description
+    has_visual: np.ndarray
+    joint: np.ndarray  # text + visual, unit length
+
+
+def modal_vectors(
+    texts: Sequence[str],
+    visuals: Sequence[str | None],
+    lookup: Mapping[str, int],
+    vectors: np.ndarray,
+) -> ModalVectors:
+    """The vectors of rows of (text, visual description), looked up by `text_key` in the rows
+    of `vectors`."""
+    text_rows = np.array([lookup[text_key(t)] for t in texts], dtype=np.int64)
+    has_visual = np.array([v is not None for v in visuals], dtype=bool)
+    visual_rows = np.array(
+        [lookup[text_key(v)] if v is not None else 0 for v in visuals], dtype=np.int64
+    )
+    dim = vectors.shape[1]
+    text_vectors = vectors[text_rows] if len(text_rows) else np.zeros((0, dim), np.float32)
+    visual_vectors = np.where(
+        has_visual[:, None], vectors[visual_rows] if len(visual_rows) else 0.0, 0.0
+    ).astype(np.float32)
+    joint = normalise(text_vectors + visual_vectors)
+    return ModalVectors(text_vectors, visual_vectors, has_visual, joint)
+
+
+def items_are_dense(items: pl.DataFrame) -> bool:
+    """Whether the items' item_idx are 0..n-1 in order, so that item_idx is a matrix row."""
+    return bool(np.array_equal(items["item_idx"].to_numpy(), np.arange(items.height)))
+
+
+def positive_rows(negatives: pl.DataFrame) -> np.ndarray:
+    """The row of each negative's positive in the items' matrices."""
+    rows: np.ndarray = negatives["item_idx"].to_numpy().astype(np.int64)
+    return rows
+
+
+@dataclass(frozen=True)
+class NegativeScores:
+    """Per negative: similarity to its positive, its nearest other real item (-1 where none)
+    and their similarity, and the flags drawn from them."""
+
+    to_positive: np.ndarray
+    nearest: np.ndarray
+    similarity: np.ndarray
+    near_duplicate: np.ndarray  # a real item other than its positive is at least this close
+    possible_false_negative: np.ndarray  # near duplicate, or flagged by the negatives stage
+
+
+def score_negatives(
+    negatives: pl.DataFrame,
+    joint: np.ndarray,
+    item_joint: np.ndarray,
+    nearest: np.ndarray,
+    similarity: np.ndarray,
+    threshold: float,
+) -> NegativeScores:
+    """The scores of `negatives` (joint vectors `joint`), given their nearest other items and
+    those items' similarity; near duplicates at `threshold` or above."""
+    to_positive = (joint * item_joint[positive_rows(negatives)]).sum(axis=1)
+    near_duplicate = similarity >= threshold
+    flagged = negatives["possible_false_negative"].to_numpy() | near_duplicate
+    return NegativeScores(to_positive, nearest, similarity, near_duplicate, flagged)
+
+
+def quantiles(values: np.ndarray) -> dict[str, float]:
+    """min, p10, p50, p90, p99 and max, to 4 places; empty for no values."""
+    if not len(values):
+        return {}
+    points = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 0.99, 1.0])
+    names = ("min", "p10", "p50", "p90", "p99", "max")
+    return {name: round(float(v), 4) for name, v in zip(names, points, strict=True)}
+
+
+def coverage_report(
+    inputs: Inputs,
+    items: ModalVectors,
+    has_image: np.ndarray,
+    image_failures: Mapping[str, str],
+    scores: NegativeScores,
+) -> dict[str, Any]:
+    """The report's counts of what was embedded, and the negatives' flags and similarities."""
+    found = scores.nearest >= 0
+    return {
+        "items": inputs.items.height,
+        "coverage": {
+            "text": inputs.items.height,
+            "visual_description": int(items.has_visual.sum()),
+            "image_features": int(has_image.sum()),
+            "without_image": int(inputs.items["image_uri"].is_null().sum()),
+        },
+        "image_failures": dict(image_failures),
+        "negatives_embedded": inputs.negatives.height,
+        "controls_embedded": int((inputs.negatives["kind"] == "control").sum()),
+        "negatives_invalid_not_embedded": inputs.invalid_negatives,
+        "near_duplicates": int(scores.near_duplicate.sum()),
+        "possible_false_negatives": int(scores.possible_false_negative.sum()),
+        "similarity_to_positive": quantiles(scores.to_positive),
+        "nearest_other_similarity": quantiles(scores.similarity[found]),
+    }

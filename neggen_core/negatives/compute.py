@@ -1,0 +1,217 @@
+"""The negatives stage's logic on frames: the positives and their units, the value pools and
+brand spellings the offline generator draws from, each kind's seed, the rows written for
+generated outcomes, and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from neggen_core.artifacts.schemas import NEGATIVES
+from neggen_core.attributes.contract import item_categories, item_inputs
+from neggen_core.config import NegativesConfig
+from neggen_core.llm.models import Attribute
+from neggen_core.negatives.contract import KINDS
+from neggen_core.negatives.models import Outcome, Positive, Unit, as_control
+
+
+def positives_of(
+    items: pl.DataFrame, attributes: pl.DataFrame, descriptions: pl.DataFrame, level: int
+) -> dict[int, Positive]:
+    """item_idx -> the item as a positive: its category at `level`, its attributes (in table
+    order) and the visual description of its image (or None)."""
+    categories = dict(item_categories(items, level).iter_rows())
+    visual = dict(
+        descriptions.filter(pl.col("modality") == "image").select("item_idx", "text").iter_rows()
+    )
+    by_item: dict[int, list[Attribute]] = {}
+    for row in attributes.iter_rows(named=True):
+        by_item.setdefault(row["item_idx"], []).append(
+            Attribute(
+                modality=row["modality"], name=row["name"], value=row["value"], is_key=row["is_key"]
+            )
+        )
+    return {
+        item.item_idx: Positive(
+            item=item,
+            category=categories[item.item_idx],
+            attributes=tuple(by_item.get(item.item_idx, ())),
+            visual_description=visual.get(item.item_idx),
+        )
+        for item in item_inputs(items)
+    }
+
+
+def units(
+    positives: Mapping[int, Positive], train: pl.DataFrame | None
+) -> list[tuple[int | None, int]]:
+    """(user_idx, item_idx) of every unit: each train pair, by user then item, given `train`
+    (its interactions); each item (user None) by item_idx without."""
+    if train is None:
+        return [(None, idx) for idx in sorted(positives)]
+    return list(train.select("user_idx", "item_idx").sort("user_idx", "item_idx").iter_rows())
+
+
+def pools(
+    attributes: pl.DataFrame, categories: pl.DataFrame
+) -> dict[tuple[str, str, str], list[str]]:
+    """(category, modality, name) -> the distinct values the category's items have, sorted."""
+    grouped = (
+        attributes.join(categories, on="item_idx")
+        .group_by("category", "modality", "name")
+        .agg(pl.col("value").unique().sort())
+    )
+    return {(c, m, n): values for c, m, n, values in grouped.iter_rows()}
+
+
+def brands(items: pl.DataFrame) -> dict[str, str]:
+    """Lower-case brand -> its most common spelling, to write a changed brand as shops do."""
+    spelled = (
+        items.filter(pl.col("brand").is_not_null())
+        .group_by(pl.col("brand").str.to_lowercase().alias("key"), "brand")
+        .len()
+        .sort("key", "len", "brand", descending=[False, True, False])
+        .unique("key", keep="first")
+    )
+    return dict(spelled.select("key", "brand").iter_rows())
+
+
+def seeds(settings: NegativesConfig) -> dict[str, str]:
+    """The seed of each kind of negative written: key, and control where asked."""
+    kinds = KINDS if settings.controls else KINDS[:1]
+    base = f"{settings.seed}:{settings.round}"
+    return {kind: base + ("" if kind == "key" else f":{kind}") for kind in kinds}
+
+
+def asked(kind: str, batch: Sequence[Unit]) -> list[Unit]:
+    """The units as the generator of `kind` is given them (controls flip which are keys)."""
+    return list(batch) if kind == "key" else [(u, as_control(p)) for u, p in batch]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What the negative rows of a run share: its round, the prompt version, and the (text,
+    visual description) of every real item, which a negative equal to one is flagged against."""
+
+    round: int
+    prompt_version: str
+    real: frozenset[tuple[str, str | None]]
+
+    @classmethod
+    def of(
+        cls, settings: NegativesConfig, prompt_version: str, positives: Mapping[int, Positive]
+    ) -> Rows:
+        real = frozenset((p.item.text(), p.visual_description) for p in positives.values())
+        return cls(settings.round, prompt_version, real)
+
+    def row(
+        self, kind: str, backend: str, user_idx: int | None, item_idx: int, j: int, outcome: Outcome
+    ) -> dict[str, Any]:
+        """The `negatives` row of the `j`th negative of one unit."""
+        plan, completed, reason = outcome.plan, outcome.completed, outcome.reason
+        owner = "" if user_idx is None else f"u{user_idx}-"
+        number = str(j) if kind == "key" else f"c{j}"
+        return {
+            "negative_id": f"r{self.round}-{owner}i{item_idx}-{number}",
+            "item_idx": item_idx,
+            "user_idx": user_idx,
+            "kind": kind,
+            "modality": plan.interventions[0].modality,
+            "interventions": [i.model_dump() for i in plan.interventions],
+            "text": completed.text,
+            "visual_description": completed.visual_description,
+            "status": "valid" if reason is None else "invalid",
+            "reason": reason,
+            "possible_false_negative": (completed.text, completed.visual_description) in self.real,
+            "round": self.round,
+            "backend": backend,
+            "prompt_version": self.prompt_version,
+        }
+
+    def of_kind(
+        self,
+        kind: str,
+        backend: str,
+        batch: Sequence[Unit],
+        outcomes: Sequence[Sequence[Outcome]],
+    ) -> list[dict[str, Any]]:
+        """The rows of one kind's outcomes for a batch of units, unit by unit."""
+        return [
+            self.row(kind, backend, user_idx, positive.item.item_idx, j, outcome)
+            for (user_idx, positive), unit_outcomes in zip(batch, outcomes, strict=True)
+            for j, outcome in enumerate(unit_outcomes)
+        ]
+
+
+def negatives_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows as a `negatives` table part."""
+    return pl.DataFrame(rows, schema=pl.Schema(NEGATIVES), orient="row")
+
+
+def report(
+    negatives: pl.DataFrame, positives: Mapping[int, Positive], per_item: int
+) -> dict[str, Any]:
+    """Counts of one kind of negative; `positives` mark the attributes it changes as keys."""
+    valid = negatives.filter(pl.col("status") == "valid")
+    per_item_valid = valid.group_by("item_idx").agg(pl.len().alias("valid"))
+    enough = per_item_valid.filter(pl.col("valid") >= per_item).height
+    both = {
+        idx
+        for idx, p in positives.items()
+        if {a.modality for a in p.attributes if a.is_key} == {"text", "image"}
+    }
+    in_both = negatives.filter(pl.col("item_idx").is_in(list(both)))
+    names = negatives.select(
+        pl.col("interventions").list.eval(pl.element().struct.field("name"))
+    ).explode("interventions")
+    return {
+        "items": len(positives),
+        "negatives": negatives.height,
+        "statuses": dict(negatives.group_by("status").len().sort("status").iter_rows()),
+        "invalid_reasons": dict(
+            negatives.filter(pl.col("status") == "invalid")
+            .select(pl.col("reason").str.extract(r"^([^:]+)"))
+            .group_by("reason")
+            .len()
+            .iter_rows()
+        ),
+        "items_with_enough_valid": enough,
+        "share_items_with_enough_valid": round(enough / max(len(positives), 1), 4),
+        "items_without_negatives": len(positives) - negatives.get_column("item_idx").n_unique(),
+        "valid_per_item": dict(per_item_valid.group_by("valid").len().sort("valid").iter_rows()),
+        "per_modality": dict(negatives.group_by("modality").len().sort("modality").iter_rows()),
+        "per_attribute": dict(
+            names.group_by("interventions").len().sort("len", descending=True).iter_rows()
+        ),
+        "image_share_where_both_modalities": round(
+            in_both.filter(pl.col("modality") == "image").height / max(in_both.height, 1), 4
+        ),
+        "possible_false_negatives": int(negatives.get_column("possible_false_negative").sum()),
+    }
+
+
+def stage_report(
+    written: pl.DataFrame, positives: Mapping[int, Positive], settings: NegativesConfig
+) -> dict[str, Any]:
+    """The report of the key negatives, with the controls' (against the flipped positives)
+    under `controls` where they are written."""
+    result = report(written.filter(pl.col("kind") == "key"), positives, settings.per_item)
+    if settings.controls:
+        flipped = {idx: as_control(p) for idx, p in positives.items()}
+        controls = written.filter(pl.col("kind") == "control")
+        result["controls"] = report(controls, flipped, settings.per_item)
+    return result
+
+
+def summary(full: Mapping[str, Any], settings: NegativesConfig) -> dict[str, Any]:
+    """The stage's summary line, from its `stage_report`."""
+    return {
+        "round": settings.round,
+        "negatives": full["negatives"],
+        "valid": full["statuses"].get("valid", 0),
+        "share_items_with_enough_valid": full["share_items_with_enough_valid"],
+        **({"controls": full["controls"]["negatives"]} if settings.controls else {}),
+    }

@@ -1,0 +1,34 @@
+"""What the negatives stage promises: its table, what its version depends on, its reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from neggen_core.artifacts.schemas import NEGATIVES
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.config import NeggenConfig
+from neggen_core.llm.backend import version_config as backend_version
+from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
+
+SCHEMA_VERSION = 2
+OFFLINE_GENERATOR_VERSION = 1  # bump when the offline generator's output changes
+TABLES = {"negatives": NEGATIVES}
+REPORT = "report.json"
+KINDS = ("key", "control")  # control: changes attributes that are not key features
+
+
+def version_config(config: NeggenConfig) -> dict[str, Any]:
+    return {
+        "negatives": config.negatives.model_dump(),
+        "category_level": config.attributes.category_level,
+        "prompt_version": combined_version(INTERVENE, COMPLETE),
+        "generator_version": OFFLINE_GENERATOR_VERSION,
+        "llm": backend_version(config),
+    }
+
+
+def read_negatives(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
+    """The `negatives` table: every generated negative, valid or not."""
+    return store.read_frame(ref, "negatives", NEGATIVES)

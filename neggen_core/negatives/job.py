@@ -1,0 +1,128 @@
+"""The negatives stage: for every positive item (or user-item pair), N negatives that change its
+key features and keep everything else, each checked and kept with its status and reason.
+
+Templates 2 and 3 are answered by the configured backend: the offline generator (`offline.py`)
+or a vLLM server (`vllm.py`). With `negatives.controls`, the same generator also writes as many
+*control* negatives (kind `control`, their own seed), each changing attributes that are not key
+features: the negatives of the `random_intervention` ablation, which asks whether what helps is
+the content of the negatives or only their number. The key negatives do not depend on it.
+
+Batches of items become part files, resumable and shardable as in the attributes stage.
+`negatives.round` is part of the seed and of the version: a new round is a new artifact beside
+the earlier ones. This module is the stage's I/O; its logic on frames is in `compute.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import polars as pl
+
+from neggen_core import progress
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.attributes.contract import item_categories, read_attributes, read_descriptions
+from neggen_core.config import NeggenConfig
+from neggen_core.ingest.contract import read_interactions, read_items
+from neggen_core.llm.backend import open_vllm, uses_vllm
+from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
+from neggen_core.negatives import compute
+from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, version_config
+from neggen_core.negatives.models import Generator
+from neggen_core.negatives.offline import OfflineNegatives
+from neggen_core.negatives.vllm import VllmNegatives
+from neggen_core.pipeline.spec import StageSpec
+from neggen_core.sharding import Stats, still_to_do
+
+
+class NegativesJob:
+    """N negatives for every unit (an item, or a user's train pair), in batches of
+    `negatives.batch_size` units."""
+
+    marker = "negatives"
+
+    def __init__(
+        self, config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.settings = settings = config.negatives
+        self.items = read_items(store, upstream["ingest"])
+        self.attributes = read_attributes(store, upstream["attributes"])
+        descriptions = read_descriptions(store, upstream["attributes"])
+        self.positives = compute.positives_of(
+            self.items, self.attributes, descriptions, config.attributes.category_level
+        )
+        self.rows = compute.Rows.of(settings, combined_version(INTERVENE, COMPLETE), self.positives)
+        train = (
+            read_interactions(store, upstream["ingest"], split="train")
+            if settings.per_user
+            else None
+        )
+        self.units = compute.units(self.positives, train)
+        self.batches = -(-len(self.units) // settings.batch_size)
+
+    @cached_property
+    def generators(self) -> dict[str, Generator]:
+        """The generator of each kind of negative written (key, and control where asked): one
+        backend, a seed of each kind's own."""
+        settings = self.settings
+        seeds = compute.seeds(settings)
+        if uses_vllm(self.config):
+            backend = open_vllm(self.config, self.store)
+            return {
+                kind: VllmNegatives(
+                    backend, settings.per_item, settings.interventions, settings.image_ratio, seed
+                )
+                for kind, seed in seeds.items()
+            }
+        categories = item_categories(self.items, self.config.attributes.category_level)
+        pools = compute.pools(self.attributes, categories)
+        brands = compute.brands(self.items)
+        return {
+            kind: OfflineNegatives(
+                pools=pools,
+                brands=brands,
+                per_item=settings.per_item,
+                interventions=settings.interventions,
+                image_ratio=settings.image_ratio,
+                seed=seed,
+            )
+            for kind, seed in seeds.items()
+        }
+
+    def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
+        todo = still_to_do(writer, self.marker, numbers)
+        started = time.perf_counter()
+        for done, number in enumerate(todo, 1):
+            writer.write_table("negatives", self._batch(number), part=number)
+            progress.report("negatives", done, len(todo))
+        return {"seconds": time.perf_counter() - started} if todo else {}
+
+    def _batch(self, number: int) -> pl.DataFrame:
+        size = self.settings.batch_size
+        batch = [
+            (user_idx, self.positives[item_idx])
+            for user_idx, item_idx in self.units[number * size : (number + 1) * size]
+        ]
+        rows = []
+        for kind, generator in self.generators.items():
+            outcomes = generator.generate(compute.asked(kind, batch))
+            backend = f"{generator.name}/{generator.model}"
+            rows += self.rows.of_kind(kind, backend, batch, outcomes)
+        return compute.negatives_frame(rows)
+
+    def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
+        started = time.perf_counter()
+        written = writer.read_written("negatives")
+        report = compute.stage_report(written, self.positives, self.settings)
+        seconds = stats.get("seconds", 0.0) + time.perf_counter() - started
+        writer.write_json(REPORT, {**report, "seconds": round(seconds, 2)})
+        return compute.summary(report, self.settings)
+
+
+SPEC = StageSpec(
+    "negatives", ("ingest", "attributes"), SCHEMA_VERSION, TABLES, version_config, job=NegativesJob
+)

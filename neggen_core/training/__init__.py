@@ -1,1 +1,0 @@
-"""Training: the data it reads, the trainer, the train stage."""
