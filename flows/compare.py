@@ -34,13 +34,12 @@ def compare(
     methods: list[str] | None = None,
     backbones: list[str] | None = None,
     seeds: int | None = None,
-    config: NeggenConfig | None = None,
 ) -> str:
     """Build the data stages once, train and evaluate every method (grid, then seeds), and
     write the comparison; returns its artifact URI."""
-    if config is None:
-        config = load_config(config_path, overrides or [])
-    config = planning.comparison_config(config, methods, backbones, seeds)
+    config = planning.comparison_config(
+        load_config(config_path, overrides or []), methods, backbones, seeds
+    )
 
     refs: dict[str, ArtifactRef] = {"ingest": ingest(config)}
     refs["attributes"] = attributes(config, refs["ingest"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from neggen_core.artifacts.store import ArtifactRef
-from neggen_core.config import NeggenConfig, load_config, with_settings
+from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
-from neggen_core.pipeline.run import remove_for_rebuild
-from neggen_core.pipeline.stages import STAGES, built_ref, next_negatives_round, select_stages
+from neggen_core.pipeline.run import built_ref, remove_for_rebuild
+from neggen_core.pipeline.stages import STAGES, next_negatives_round, select_stages
 from tasks.attributes import attributes
 from tasks.embeddings import embeddings
 from tasks.evaluate import evaluate
@@ -31,17 +31,16 @@ def neggen(
     until_stage: str | None = None,
     regenerate_negatives: bool = False,
     rebuild: list[str] | None = None,
-    config: NeggenConfig | None = None,
 ) -> dict[str, str]:
     """Run the pipeline's stages from `from_stage` to `until_stage`; returns their artifact URIs.
 
     A stage before `from_stage` is not run: its artifact for this config must already exist.
     `regenerate_negatives` builds the next negatives round (one past the highest built on the
     same ingest and attributes) and what depends on it. `rebuild` names stages whose artifacts
-    for this config are removed first, and so built again (a damaged one, say). A caller that
-    has loaded the config already (the CLI) passes it as `config` instead of its path."""
-    if config is None:
-        config = load_config(config_path, overrides or [])
+    for this config are removed first, and so built again (a damaged one, say). The config is
+    given by path and overrides, never as a loaded object: flow parameters go to the Prefect
+    API, and a loaded config holds the artifact root and input URLs unredacted."""
+    config = load_config(config_path, overrides or [])
     selected = select_stages(from_stage, until_stage)
     for removed in remove_for_rebuild(config, rebuild or []):
         get_run_logger().info("removed %s to build it again", removed)

@@ -14,7 +14,7 @@ import fsspec
 from neggen_core.compare.plan import comparison_config
 from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import load_config
-from neggen_core.errors import NeggenError
+from neggen_core.errors import ConfigError, NeggenError
 from neggen_core.pipeline.stages import STAGE_ORDER, select_stages
 from neggen_core.pipeline.status import status
 from neggen_core.redaction import redact
@@ -84,13 +84,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
-    select_stages(args.from_stage, args.until_stage)
+    # fail on a bad config or stage range before Prefect starts (the flow loads it again from
+    # its path: its parameters go to the Prefect API, a loaded config would go unredacted)
+    load_config(args.config, args.overrides)
+    first, last = args.from_stage, args.until_stage
+    if first and last and STAGE_ORDER.index(first) > STAGE_ORDER.index(last):
+        raise ConfigError(f"--from {first} comes after --until {last}: nothing to run")
+    select_stages(first, last)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.neggen import neggen
 
     uris = neggen(
-        config=config,
+        config_path=args.config,
+        overrides=args.overrides,
         from_stage=args.from_stage,
         until_stage=args.until_stage,
         rebuild=args.rebuild,
@@ -109,14 +115,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    # fail on a bad method, grid or seed count before Prefect starts
-    config = load_config(args.config, args.overrides)
-    comparison_config(config, args.methods, args.backbones, args.seeds)
+    # fail on a bad config, method, grid or seed count before Prefect starts
+    comparison_config(
+        load_config(args.config, args.overrides), args.methods, args.backbones, args.seeds
+    )
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.compare import compare
 
     uri = compare(
-        config=config,
+        config_path=args.config,
+        overrides=args.overrides,
         methods=args.methods,
         backbones=args.backbones,
         seeds=args.seeds,

@@ -129,7 +129,7 @@ class TrainingData:
         return contains(self.train_keys, users, items, self.n_items)
 
 
-def modal_vectors(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
+def modal_arrays(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
     """(rows, M, D) modal vectors and (rows, M) presence of embedding rows (`text_vector`, and
     `visual_vector` when `with_visual`): text, then the visual description."""
     text = np.array(vectors_of(table.column("text_vector")))
@@ -151,7 +151,7 @@ def item_features(
     generated negatives of `kind` (key, or control: changing attributes that are not key
     features), without those flagged as possible false negatives when `skip_flagged`."""
     with_visual = items.column("visual_vector").null_count < items.num_rows
-    item_modal, item_present = modal_vectors(items, with_visual)
+    item_modal, item_present = modal_arrays(items, with_visual)
     negatives = negatives.filter(pc.equal(negatives.column("kind"), kind))
     if skip_flagged:
         flagged = negatives.column("possible_false_negative").to_numpy(zero_copy_only=False)
@@ -159,7 +159,7 @@ def item_features(
     owner = negatives.column("item_idx").to_numpy().astype(np.int64)
     order = np.argsort(owner, kind="stable")
     negatives, owner = negatives.take(order), owner[order]
-    negative_modal, negative_present = modal_vectors(negatives, with_visual)
+    negative_modal, negative_present = modal_arrays(negatives, with_visual)
     return ItemFeatures.build(item_modal, item_present, negative_modal, negative_present, owner)
 
 

@@ -1,7 +1,7 @@
-"""Atomic publishing on any fsspec filesystem, the one implementation the store, the demo source
-and the LLM response cache use: a file is written under a temporary name and renamed; a folder is
-built in a staging folder, moved into place, and then gets its marker file, written last, so a
-folder without its marker is never read as published."""
+"""Atomic publishing on any fsspec filesystem, the one implementation the store, the demo source,
+the LLM response cache and the vector cache use: a file is written under a temporary name and
+renamed; a folder is built in a staging folder, moved into place, and then gets its marker file,
+written last, so a folder without its marker is never read as published."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from collections.abc import Callable
 
 import fsspec
 
+TEMPORARY_SUFFIX = ".tmp"
+
 
 def temporary(path: str) -> str:
-    """A unique temporary name beside `path` (ends in `.tmp`)."""
-    return f"{path}.{uuid.uuid4().hex}.tmp"
+    """A unique temporary name beside `path`."""
+    return f"{path}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+
+
+def is_temporary(path: str) -> bool:
+    """Whether `path` is a file being written (or left by a crash while it was)."""
+    return path.endswith(TEMPORARY_SUFFIX)
 
 
 def write_file(

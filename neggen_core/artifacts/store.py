@@ -35,7 +35,13 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
 from neggen_core import __version__
-from neggen_core.artifacts.publish import publish_folder, write_file
+from neggen_core.artifacts.publish import (
+    TEMPORARY_SUFFIX,
+    is_published,
+    is_temporary,
+    publish_folder,
+    write_file,
+)
 from neggen_core.artifacts.schemas import conform, schema_fingerprint
 from neggen_core.errors import ArtifactError
 
@@ -193,7 +199,7 @@ class ArtifactStore:
         return ArtifactRef(self.root, self.dataset, stage, version)
 
     def exists(self, stage: str, version: str) -> bool:
-        return bool(self.fs.exists(posixpath.join(self.path(stage, version), MANIFEST)))
+        return is_published(self.fs, self.path(stage, version), MANIFEST)
 
     def versions(self, stage: str) -> list[str]:
         """Complete versions of a stage, oldest first."""
@@ -482,9 +488,9 @@ class ArtifactWriter:
         side_files = [
             self._entry(entry["name"])
             for entry in sorted(self.fs.ls(self.staging, detail=True), key=lambda e: e["name"])
-            if entry["type"] == "file" and not entry["name"].endswith(".tmp")
+            if entry["type"] == "file" and not is_temporary(entry["name"])
         ]
-        for stray in self.fs.glob(posixpath.join(self.staging, "**", "*.tmp")):
+        for stray in self.fs.glob(posixpath.join(self.staging, "**", f"*{TEMPORARY_SUFFIX}")):
             self.fs.rm(stray)
         manifest = Manifest(
             dataset=self.store.dataset,

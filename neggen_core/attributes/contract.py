@@ -1,5 +1,7 @@
 """What the attributes stage promises: its tables, what its version depends on, and the readers
-the stages downstream use (descriptions, attributes, item inputs, the category of each item)."""
+the stages downstream use (descriptions, attributes), and the two views of ingest's items that
+every stage after it shares (`item_inputs`, the item as the templates see it; `item_categories`,
+the category that groups it for key features)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
 
+UPSTREAM = ("ingest",)
 SCHEMA_VERSION = 1
 TABLES = {"attributes": ATTRIBUTES, "descriptions": DESCRIPTIONS, "key_features": KEY_FEATURES}
 REPORT = "report.json"

@@ -33,6 +33,7 @@ from neggen_core.attributes.contract import (
     REPORT,
     SCHEMA_VERSION,
     TABLES,
+    UPSTREAM,
     item_categories,
     item_inputs,
     version_config,
@@ -133,6 +134,4 @@ class AttributesJob:
         }
 
 
-SPEC = StageSpec(
-    "attributes", ("ingest",), SCHEMA_VERSION, TABLES, version_config, job=AttributesJob
-)
+SPEC = StageSpec("attributes", UPSTREAM, SCHEMA_VERSION, TABLES, version_config, job=AttributesJob)

@@ -5,8 +5,9 @@ that backbone (`neggen`, `neggen[real_only]`, ...). Each run is an ordinary trai
 pair of artifacts under a derived config, so a run already built (by an earlier comparison or by
 `neggen run`) is reused, and a killed comparison resumes where it stopped.
 
-The plan is pure: `advance` turns the valid scores known so far into the runs to build next, and
-the flow (`flows/compare.py`) maps those over its task runner as they become known.
+The plan's decisions are pure: `advance` turns the valid scores known so far into the runs to
+build next, and the flow (`flows/compare.py`) maps those over its task runner as they become
+known; `built_plan` and `valid_score` read the scores of runs already built.
 
 1. Search, the same budget for every method: a method's points are its whole grid
    (`compare.grid[name]`, every combination) when it has at most `compare.budget` of them, else
@@ -42,7 +43,6 @@ from neggen_core.models.registry import (
     SAMPLERS,
     MethodId,
 )
-from neggen_core.pipeline.run import built
 from neggen_core.pipeline.stages import open_store, plan_versions
 from neggen_core.train.compute import SELECTION_METRIC
 
@@ -273,8 +273,8 @@ def artifacts(config: NeggenConfig, run: Run) -> RunArtifacts:
 
 
 def valid_score(store: ArtifactStore, run: RunArtifacts) -> float:
-    """The run's valid Recall@20 (from its evaluate report, which must be built and intact)."""
-    if built(store, "evaluate", run.evaluate.version) is None:
+    """The run's valid Recall@20 (from its evaluate report, which must be built)."""
+    if not store.exists("evaluate", run.evaluate.version):
         raise ArtifactError(
             f"{run.evaluate.uri}: the evaluate artifact of {run.label} (seed "
             f"{run.run.seed}) is missing; run `neggen compare` with this config to build it"

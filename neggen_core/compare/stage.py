@@ -191,8 +191,8 @@ def _search_rows(config: NeggenConfig, plan: planning.Plan) -> list[dict[str, An
     return rows
 
 
-def build(stage: Build) -> dict[str, Any]:
-    config, store, upstream, writer = stage.config, stage.store, stage.upstream, stage.writer
+def build(ctx: Build) -> dict[str, Any]:
+    config, store, upstream, writer = ctx.config, ctx.store, ctx.upstream, ctx.writer
     plan = planning.built_plan(config)
     final = [planning.artifacts(config, run) for run in plan.final_runs()]
     tables = [_run_tables(store, built) for built in final]

@@ -46,8 +46,7 @@ class VectorCache:
         self.fs.makedirs(self.folder, exist_ok=True)
         key = posixpath.join(self.folder, KEY_FILE)
         if not self.fs.exists(key):
-            with self.fs.open(key, "w") as handle:
-                json.dump(identity, handle, indent=2, sort_keys=True)
+            write_file(self.fs, key, json.dumps(identity, indent=2, sort_keys=True).encode())
         self._rows: dict[str, int] = {}
         self._vectors = np.zeros((0, dim), dtype=np.float32)
         self._load()

@@ -24,8 +24,8 @@ from neggen_core.pipeline.spec import Build, StageSpec
 from neggen_core.train.contract import best_epoch, model_state, training_data
 
 
-def build(stage: Build) -> dict[str, Any]:
-    config, store, upstream, writer = stage.config, stage.store, stage.upstream, stage.writer
+def build(ctx: Build) -> dict[str, Any]:
+    config, store, upstream, writer = ctx.config, ctx.store, ctx.upstream, ctx.writer
     data = training_data(config, store, upstream)
     model = build_model(config.train, data)
     model.load_state_dict(model_state(store, upstream["train"]))

@@ -5,11 +5,13 @@ for the stages downstream."""
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from typing import Any
 
 import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 from neggen_core.artifacts.schemas import INTERACTIONS, ITEMS, QUARANTINE, USERS
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, uri_of
@@ -18,27 +20,36 @@ from neggen_core.demo.generator import DEMO_VERSION
 from neggen_core.errors import InputFormatError
 from neggen_core.images import ImagePolicy
 
+UPSTREAM: tuple[str, ...] = ()
 SCHEMA_VERSION = 1
 TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
 REPORT = "report.json"
 
 
-_fingerprints: dict[tuple[str, str], str] = {}
+_fingerprints: dict[tuple[str, int, int, int], str] = {}
 
 
 def _fingerprint(path: str) -> str:
-    """sha256 of a file's bytes, so that a version follows the data, not its location; hashed
-    once per process while the file is unchanged (its size and times, fsspec's `ukey`)."""
+    """sha256 of a file's bytes, so that a version follows the data, not its location. A local
+    file is hashed once per process while its inode, size and modification time are unchanged;
+    any other is hashed every time (an HTTP server's file, say, has no such signature)."""
+    fs, inner = fsspec.core.url_to_fs(path)
+    if not isinstance(fs, LocalFileSystem):
+        return _sha256(path)
     try:
-        fs, inner = fsspec.core.url_to_fs(path)
-        key = (path, fs.ukey(inner))
+        stat = os.stat(inner)
     except FileNotFoundError as exc:
-        raise InputFormatError(
-            f"{path}: no such file; check dataset.interactions / dataset.items in the config"
-        ) from exc
+        raise _missing(path) from exc
+    key = (inner, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key not in _fingerprints:
         _fingerprints[key] = _sha256(path)
     return _fingerprints[key]
+
+
+def _missing(path: str) -> InputFormatError:
+    return InputFormatError(
+        f"{path}: no such file; check dataset.interactions / dataset.items in the config"
+    )
 
 
 def _sha256(path: str) -> str:
@@ -48,9 +59,7 @@ def _sha256(path: str) -> str:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
     except FileNotFoundError as exc:
-        raise InputFormatError(
-            f"{path}: no such file; check dataset.interactions / dataset.items in the config"
-        ) from exc
+        raise _missing(path) from exc
     return digest.hexdigest()
 
 

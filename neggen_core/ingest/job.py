@@ -21,7 +21,14 @@ from neggen_core.ingest.compute import (
     ingest_result,
     require_interactions,
 )
-from neggen_core.ingest.contract import REPORT, SCHEMA_VERSION, TABLES, demo_folder, version_config
+from neggen_core.ingest.contract import (
+    REPORT,
+    SCHEMA_VERSION,
+    TABLES,
+    UPSTREAM,
+    demo_folder,
+    version_config,
+)
 from neggen_core.ingest.formats import FORMATS
 from neggen_core.ingest.records import MAX_LINE_BYTES, Quarantine
 from neggen_core.pipeline.spec import Build, StageSpec
@@ -87,9 +94,9 @@ def ingest_files(
     return result
 
 
-def build(stage: Build) -> dict[str, Any]:
+def build(ctx: Build) -> dict[str, Any]:
     """Read the source, build the tables, write them and the report; returns manifest info."""
-    config, store, writer = stage.config, stage.store, stage.writer
+    config, store, writer = ctx.config, ctx.store, ctx.writer
     dataset = config.dataset
     items: str | None
     if dataset.demo is not None:
@@ -130,4 +137,4 @@ def build(stage: Build) -> dict[str, Any]:
     }
 
 
-SPEC = StageSpec("ingest", (), SCHEMA_VERSION, TABLES, version_config, build=build)
+SPEC = StageSpec("ingest", UPSTREAM, SCHEMA_VERSION, TABLES, version_config, build=build)

@@ -71,6 +71,20 @@ def built_artifact(
     return built(open_store(config), spec.name, stage_version(config, spec, upstream))
 
 
+def built_ref(config: NeggenConfig, stage: str) -> ArtifactRef:
+    """The artifact of `stage` under this config, which must be built and intact (a run that
+    starts at a later stage reads it)."""
+    store = open_store(config)
+    version = plan_versions(config)[stage]
+    ref = built(store, stage, version)
+    if ref is None:
+        raise ArtifactError(
+            f"{store.path(stage, version)}: stage {stage!r} is not built for this config; "
+            f"build it first (`neggen run --until {stage}`), or start the run earlier"
+        )
+    return ref
+
+
 def _writer(spec: StageSpec, store: ArtifactStore, inputs: _Inputs) -> ArtifactWriter:
     return store.writer(
         spec.name,
@@ -142,15 +156,6 @@ def remove_for_rebuild(config: NeggenConfig, stages: Sequence[str]) -> list[str]
 
 
 _verified: set[tuple[str, str, str, str]] = set()
-
-
-def is_intact(store: ArtifactStore, stage: str, version: str) -> bool:
-    """Whether an artifact exists with every file as its manifest lists (once per process)."""
-    try:
-        check_intact(store, stage, version)
-    except ArtifactError:
-        return False
-    return True
 
 
 def check_intact(store: ArtifactStore, stage: str, version: str) -> None:

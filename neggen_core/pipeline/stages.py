@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, compute_version
+from neggen_core.artifacts.store import ArtifactStore, compute_version
 from neggen_core.attributes.job import SPEC as ATTRIBUTES
 from neggen_core.config import NeggenConfig
 from neggen_core.embeddings.job import SPEC as EMBEDDINGS
-from neggen_core.errors import ArtifactError, ConfigError
+from neggen_core.errors import ConfigError
 from neggen_core.evaluate.job import SPEC as EVALUATE
 from neggen_core.ingest.job import SPEC as INGEST
 from neggen_core.negatives.job import SPEC as NEGATIVES
@@ -56,18 +56,6 @@ def plan_versions(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict
             {up: versions[up] for up in spec.inputs(config)},
         )
     return versions
-
-
-def built_ref(config: NeggenConfig, stage: str) -> ArtifactRef:
-    """The artifact of `stage` under this config, which must exist (a run starting later)."""
-    store = open_store(config)
-    version = plan_versions(config)[stage]
-    if not store.exists(stage, version):
-        raise ArtifactError(
-            f"{store.path(stage, version)}: stage {stage!r} is not built for this config; "
-            f"build it first (`neggen run --until {stage}`), or start the run earlier"
-        )
-    return store.ref(stage, version)
 
 
 def next_negatives_round(config: NeggenConfig) -> int:

@@ -1,6 +1,7 @@
 """What the train stage promises: its tables and files, what its version depends on, and the
-readers its consumers use (the training data a config reads, the trained model's state, the
-training log and the best epoch)."""
+readers its consumers use (the trained model's state, the training log and the best epoch).
+Also what a config's training reads from ingest and embeddings (`training_data`): evaluate
+ranks with the same data, so it is read in one place, through those stages' contracts."""
 
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ def _mean(seconds: pl.Series) -> float:
     return round(mean, 4) if isinstance(mean, float) else 0.0
 
 
-def build(stage: Build) -> dict[str, Any]:
-    config, store, upstream, writer = stage.config, stage.store, stage.upstream, stage.writer
+def build(ctx: Build) -> dict[str, Any]:
+    config, store, upstream, writer = ctx.config, ctx.store, ctx.upstream, ctx.writer
     data = training_data(config, store, upstream)
     model = build_model(config.train, data)
     sampler = build_sampler(config.train, data)

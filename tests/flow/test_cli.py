@@ -13,7 +13,8 @@ import pytest
 from neggen.cli import main
 from neggen_core.config import load_config
 from neggen_core.errors import ArtifactError
-from neggen_core.pipeline.stages import STAGE_ORDER, built_ref
+from neggen_core.pipeline.run import built_ref
+from neggen_core.pipeline.stages import STAGE_ORDER
 from tests.support.helpers import DEMO_SETTINGS, run_logs
 
 
