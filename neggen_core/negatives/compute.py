@@ -57,14 +57,42 @@ def units(
 
 def pools(
     attributes: pl.DataFrame, categories: pl.DataFrame
-) -> dict[tuple[str, str, str], list[str]]:
-    """(category, modality, name) -> the distinct values the category's items have, sorted."""
-    grouped = (
+) -> dict[tuple[str, str, str], dict[str, int]]:
+    """(category, modality, name) -> each value the category's items have, by value, with how
+    many of its items have it."""
+    counted = (
         attributes.join(categories, on="item_idx")
-        .group_by("category", "modality", "name")
-        .agg(pl.col("value").unique().sort())
+        .group_by("category", "modality", "name", "value")
+        .agg(pl.col("item_idx").n_unique().alias("items"))
+        .sort("category", "modality", "name", "value")
     )
-    return {(c, m, n): values for c, m, n, values in grouped.iter_rows()}
+    found: dict[tuple[str, str, str], dict[str, int]] = {}
+    for category, modality, name, value, items in counted.iter_rows():
+        found.setdefault((category, modality, name), {})[value] = items
+    return found
+
+
+def buyer_values(
+    attributes: pl.DataFrame, train: pl.DataFrame
+) -> dict[int, dict[tuple[str, str], frozenset[str]]]:
+    """item_idx -> (modality, name) -> the values of that attribute on every item the item's
+    buyers bought in train: what those users did choose, which a negative should not offer."""
+    bought = train.select("user_idx", "item_idx")
+    chosen = (
+        bought.join(bought.rename({"item_idx": "other"}), on="user_idx")
+        .select("item_idx", "other")
+        .unique()
+        .join(
+            attributes.select(pl.col("item_idx").alias("other"), "modality", "name", "value"),
+            on="other",
+        )
+        .group_by("item_idx", "modality", "name")
+        .agg(pl.col("value").unique())
+    )
+    found: dict[int, dict[tuple[str, str], frozenset[str]]] = {}
+    for item_idx, modality, name, values in chosen.iter_rows():
+        found.setdefault(item_idx, {})[(modality, name)] = frozenset(values)
+    return found
 
 
 def brands(items: pl.DataFrame) -> dict[str, str]:

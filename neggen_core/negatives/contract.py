@@ -12,8 +12,9 @@ from neggen_core.config import NeggenConfig
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 
+UPSTREAM = ("ingest", "attributes")
 SCHEMA_VERSION = 2
-OFFLINE_GENERATOR_VERSION = 1  # bump when the offline generator's output changes
+OFFLINE_GENERATOR_VERSION = 2  # bump when the offline generator's output changes
 TABLES = {"negatives": NEGATIVES}
 REPORT = "report.json"
 KINDS = ("key", "control")  # control: changes attributes that are not key features

@@ -29,7 +29,7 @@ from neggen_core.ingest.contract import read_interactions, read_items
 from neggen_core.llm.backend import open_vllm, uses_vllm
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 from neggen_core.negatives import compute
-from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, version_config
+from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, UPSTREAM, version_config
 from neggen_core.negatives.models import Generator
 from neggen_core.negatives.offline import OfflineNegatives
 from neggen_core.negatives.vllm import VllmNegatives
@@ -56,12 +56,8 @@ class NegativesJob:
             self.items, self.attributes, descriptions, config.attributes.category_level
         )
         self.rows = compute.Rows.of(settings, combined_version(INTERVENE, COMPLETE), self.positives)
-        train = (
-            read_interactions(store, upstream["ingest"], split="train")
-            if settings.per_user
-            else None
-        )
-        self.units = compute.units(self.positives, train)
+        self.train = read_interactions(store, upstream["ingest"], split="train")
+        self.units = compute.units(self.positives, self.train if settings.per_user else None)
         self.batches = -(-len(self.units) // settings.batch_size)
 
     @cached_property
@@ -81,6 +77,7 @@ class NegativesJob:
         categories = item_categories(self.items, self.config.attributes.category_level)
         pools = compute.pools(self.attributes, categories)
         brands = compute.brands(self.items)
+        chosen = compute.buyer_values(self.attributes, self.train)
         return {
             kind: OfflineNegatives(
                 pools=pools,
@@ -89,6 +86,7 @@ class NegativesJob:
                 interventions=settings.interventions,
                 image_ratio=settings.image_ratio,
                 seed=seed,
+                chosen=chosen,
             )
             for kind, seed in seeds.items()
         }
@@ -123,6 +121,4 @@ class NegativesJob:
         return compute.summary(report, self.settings)
 
 
-SPEC = StageSpec(
-    "negatives", ("ingest", "attributes"), SCHEMA_VERSION, TABLES, version_config, job=NegativesJob
-)
+SPEC = StageSpec("negatives", UPSTREAM, SCHEMA_VERSION, TABLES, version_config, job=NegativesJob)

@@ -1,11 +1,14 @@
 """Templates 2 (intervene) and 3 (complete), answered offline, and the check of every negative.
 
 Intervene: for each positive, pick key features (in the text or the image modality, spread by the
-configured ratio) and, for each, a contrasting value drawn from the values the same category
-really has, among those that differ most from the positive's (colours by RGB distance, numbers by
-log ratio, other values by character trigrams). Complete: rewrite the mentions of each changed
-value in the item's title and description (or the brand field), or rewrite the visual
-description from the changed image attributes. Deterministic by (seed, round, user, item).
+configured ratio) and, for each, a contrasting value: one the same category's items really have
+(a number in the positive's own unit), that none of the positive's buyers chose in train where
+another is left, drawn with weight growing with how many of the category's items have it and
+how much it differs from the positive's (colours by RGB distance, numbers by log ratio, other
+values by character trigrams). Ties go to the seeded draw, never to the alphabet. Complete:
+rewrite the mentions of each changed value in the item's title and description (or the brand
+field), or rewrite the visual description from the changed image attributes. Deterministic by
+(seed, round, user, item).
 """
 
 from __future__ import annotations
@@ -26,13 +29,25 @@ from neggen_core.llm.models import (
 from neggen_core.llm.offline import describe_image, parse_image_description, read_text
 from neggen_core.negatives.models import Outcome, Positive, Unit, modality_order
 
-Pools = Mapping[tuple[str, str, str], Sequence[str]]  # (category, modality, name) -> values
+# (category, modality, name) -> value -> how many of the category's items have it
+Pools = Mapping[tuple[str, str, str], Mapping[str, int]]
+# item -> (modality, name) -> the values its buyers chose
+Chosen = Mapping[int, Mapping[tuple[str, str], frozenset[str]]]
 POOL_SIZE = 8
+MIN_DISSIMILARITY = 0.05  # a value as similar as can be still has this much weight
+# a quantity: a number (or "8.5 x 11"), then its unit, if any
+NUMBER = re.compile(r"(\d+(?:\.\d+)?)(?:\s*x\s*\d+(?:\.\d+)?)*\s*([a-z\"'][a-z\"'. ]*)?")
 
 
 def _number(value: str) -> float | None:
     match = re.search(r"\d+(?:\.\d+)?", value)
     return float(match.group()) if match else None
+
+
+def _unit(value: str) -> str | None:
+    """The unit a numeric value is given in ("" for a bare number), None when not numeric."""
+    match = NUMBER.fullmatch(value.strip().lower())
+    return None if match is None else (match.group(2) or "").strip()
 
 
 def _trigrams(value: str) -> set[str]:
@@ -51,10 +66,31 @@ def dissimilarity(name: str, a: str, b: str) -> float:
     return 1.0 - len(ta & tb) / max(len(ta | tb), 1)
 
 
-def contrasting_values(name: str, value: str, pool: Sequence[str]) -> list[str]:
-    """The pool's other values, most different first (ties by value)."""
-    others = sorted({v for v in pool if v != value})
-    return sorted(others, key=lambda v: -dissimilarity(name, value, v))[:POOL_SIZE]
+def contrasting_values(
+    name: str,
+    value: str,
+    pool: Mapping[str, int],
+    rng: random.Random,
+    avoid: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Up to `POOL_SIZE` of the pool's other values in the order drawn: without replacement,
+    with weight (items having the value) x (its dissimilarity to `value`), by `rng`; the values
+    in `avoid` (chosen by the positive's buyers) after all the others. A numeric value is
+    replaced only by one in the same unit."""
+    unit = _unit(value) if name != "brand" else None
+    others = [v for v in sorted(pool) if v != value and (unit is None or _unit(v) == unit)]
+
+    def drawn(values: list[str]) -> list[str]:
+        # Efraimidis-Spirakis: the largest u ** (1 / w) first is a weighted draw without
+        # replacement
+        weight = {
+            v: pool[v] * max(dissimilarity(name, value, v), MIN_DISSIMILARITY) for v in values
+        }
+        keyed = sorted(((rng.random() ** (1.0 / weight[v]), v) for v in values), reverse=True)
+        return [v for _, v in keyed]
+
+    fresh = drawn([v for v in others if v not in avoid])
+    return (fresh + drawn([v for v in others if v in avoid]))[:POOL_SIZE]
 
 
 def locatable(positive: Positive) -> list[Attribute]:
@@ -83,8 +119,10 @@ class OfflineNegatives:
         interventions: int,
         image_ratio: float,
         seed: str,
+        chosen: Chosen | None = None,
     ) -> None:
         self.pools = pools
+        self.chosen = chosen or {}
         self.brands = brands
         self.per_item = per_item
         self.interventions = interventions
@@ -95,9 +133,11 @@ class OfflineNegatives:
         """Template 2: up to `per_item` distinct intervention plans for one positive."""
         rng = random.Random(f"{self.seed}:{user_idx}:{positive.item.item_idx}")
         options: dict[str, list[tuple[Attribute, list[str]]]] = {"text": [], "image": []}
+        chosen = self.chosen.get(positive.item.item_idx, {})
         for attribute in locatable(positive):
-            pool = self.pools.get((positive.category, attribute.modality, attribute.name), ())
-            values = contrasting_values(attribute.name, attribute.value, pool)
+            pool = self.pools.get((positive.category, attribute.modality, attribute.name), {})
+            avoid = chosen.get((attribute.modality, attribute.name), frozenset())
+            values = contrasting_values(attribute.name, attribute.value, pool, rng, avoid)
             if values:
                 options[attribute.modality].append((attribute, values))
         order = modality_order(

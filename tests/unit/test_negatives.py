@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +15,7 @@ from neggen_core.config import NeggenConfig, load_config
 from neggen_core.llm.models import Attribute, Intervention, InterventionPlan, ItemInput
 from neggen_core.negatives import offline
 from neggen_core.negatives.models import Positive
-from neggen_core.negatives.offline import check, contrasting_values
+from neggen_core.negatives.offline import POOL_SIZE, check, contrasting_values
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import open_store, plan_versions
 from tests.support.assertions import assert_only_intervened_changed
@@ -30,10 +32,40 @@ def _build(config: NeggenConfig) -> tuple[ArtifactStore, ArtifactRef, ArtifactRe
     return open_store(config), ingest, negatives
 
 
-def test_contrasting_values_differ_most_first() -> None:
-    assert contrasting_values("colour", "black", ["black", "grey", "white", "navy"])[0] == "white"
-    assert contrasting_values("quantity", "12", ["10", "12", "100", "1"]) == ["1", "100", "10"]
-    assert contrasting_values("brand", "bic", ["bic"]) == []
+def _firsts(value: str, pool: dict[str, int], name: str = "brand", **avoid: str) -> Counter[str]:
+    """How often each value is drawn first, over 2,000 seeds."""
+    kept = frozenset(avoid.values())
+    return Counter(
+        contrasting_values(name, value, pool, random.Random(seed), kept)[0] for seed in range(2000)
+    )
+
+
+def test_contrasting_values_are_a_seeded_draw_not_the_alphabet() -> None:
+    brands = {f"brand {chr(97 + i)}{chr(97 + j)}": 1 for i in range(6) for j in range(5)}
+    firsts = _firsts("zebra", brands)
+    assert len(firsts) == 30  # every one of 30 equally likely brands comes first sometimes
+    assert max(firsts.values()) / 2000 < 0.07  # none near the 1/30 share's double
+    assert contrasting_values("brand", "bic", {"bic": 3}, random.Random(0)) == []
+    same = [contrasting_values("brand", "zebra", brands, random.Random(7)) for _ in range(2)]
+    assert same[0] == same[1] and len(same[0]) == POOL_SIZE  # the same seed, the same draw
+
+
+def test_contrasting_values_prefer_common_and_different_values() -> None:
+    firsts = _firsts("acme", {"acme": 9, "rare": 1, "common": 20})
+    assert firsts["common"] > 10 * firsts["rare"]
+    colours = _firsts("black", {"black": 1, "grey": 1, "white": 1}, "colour")
+    assert colours["white"] > 2 * colours["grey"]  # white is far from black, grey is near
+
+
+def test_contrasting_values_skip_what_buyers_chose_and_other_units() -> None:
+    pool = {"blue": 5, "red": 5, "green": 5}
+    assert set(_firsts("blue", pool, "colour", a="red")) == {"green"}
+    assert set(_firsts("blue", pool, "colour", a="red", b="green")) == {"red", "green"}
+    kept = frozenset({"red"})
+    assert contrasting_values("colour", "blue", pool, random.Random(1), kept) == ["green", "red"]
+    lengths = {"1 mm": 4, "3 mm": 2, "56 inch": 9, "10 mm": 1}
+    assert set(_firsts("1 mm", lengths, "length")) == {"3 mm", "10 mm"}
+    assert contrasting_values("quantity", "12", {"12": 1, "1": 1, "100": 1}, random.Random(0))
 
 
 def test_check_rejects_a_negative_that_changes_nothing_or_too_much() -> None:

@@ -107,7 +107,7 @@ def test_positives_take_their_category_attributes_and_image_description() -> Non
     assert positives[0].item.text().startswith("Title: Blue Pen\nBrand: Bic")
 
 
-def test_pools_hold_the_sorted_distinct_values_of_each_category_only() -> None:
+def test_pools_count_the_items_of_each_category_having_each_value() -> None:
     attributes = _attributes(
         [
             (0, "text", "colour", "blue", True),
@@ -123,10 +123,32 @@ def test_pools_hold_the_sorted_distinct_values_of_each_category_only() -> None:
     )
 
     assert compute.pools(attributes, categories) == {
-        ("Pens", "text", "colour"): ["black", "blue"],
-        ("Paper", "text", "colour"): ["white"],
-        ("Pens", "image", "colour"): ["red"],
+        ("Pens", "text", "colour"): {"black": 1, "blue": 2},
+        ("Paper", "text", "colour"): {"white": 1},
+        ("Pens", "image", "colour"): {"red": 1},
     }
+
+
+def test_buyer_values_are_what_the_items_buyers_bought_in_train() -> None:
+    attributes = _attributes(
+        [
+            (0, "text", "colour", "blue", True),
+            (1, "text", "colour", "black", True),
+            (2, "text", "colour", "white", True),
+            (2, "text", "brand", "bic", False),
+        ]
+    )
+    train = pl.DataFrame(
+        {"user_idx": [0, 0, 1, 1], "item_idx": [0, 1, 1, 2]},
+        schema_overrides={"user_idx": pl.Int32, "item_idx": ITEM_IDX},
+    )
+    chosen = compute.buyer_values(attributes, train)
+    assert chosen[0] == {("text", "colour"): frozenset({"blue", "black"})}  # user 0 only
+    assert chosen[1] == {  # users 0 and 1
+        ("text", "colour"): frozenset({"blue", "black", "white"}),
+        ("text", "brand"): frozenset({"bic"}),
+    }
+    assert chosen[2][("text", "colour")] == frozenset({"black", "white"})
 
 
 def test_brands_are_spelled_as_most_items_spell_them_ties_by_spelling() -> None:
