@@ -218,6 +218,43 @@ def report(
             in_both.filter(pl.col("modality") == "image").height / max(in_both.height, 1), 4
         ),
         "possible_false_negatives": int(negatives.get_column("possible_false_negative").sum()),
+        **replacements(valid),
+    }
+
+
+def replacements(valid: pl.DataFrame, top: int = 10, examples: int = 3) -> dict[str, Any]:
+    """Which values replace the changed attributes of `valid` negatives: the `top` most frequent
+    (their share of the negatives; none should dominate) and, per attribute, the first
+    `examples` negatives (by id) with the change they make."""
+    changes = valid.select(
+        "negative_id", "text", pl.col("interventions").explode().struct.unnest()
+    ).drop_nulls("name")
+    frequent = (
+        changes.group_by("name", "to_value")
+        .len()
+        .sort(["len", "name", "to_value"], descending=[True, False, False])
+        .head(top)
+    )
+    shown = (
+        changes.sort("negative_id")
+        .group_by("name", maintain_order=True)
+        .head(examples)
+        .sort("name", "negative_id")
+    )
+    return {
+        "top_replacement_values": [
+            {"name": n, "value": v, "negatives": c, "share": round(c / max(valid.height, 1), 4)}
+            for n, v, c in frequent.iter_rows()
+        ],
+        "examples": {
+            name: [
+                {"negative_id": i, "change": f"{f} -> {t}", "text": x}
+                for i, f, t, x in group.select(
+                    "negative_id", "from_value", "to_value", "text"
+                ).iter_rows()
+            ]
+            for (name,), group in shown.group_by("name", maintain_order=True)
+        },
     }
 
 

@@ -132,11 +132,10 @@ def test_office_negatives_offline(office_root: str) -> None:
     checked = assert_only_intervened_changed(store, ingest, negatives)
     assert checked == negatives.height - invalid.height > 0.9 * 4 * 2420
     # no replacement value dominates (the alphabet once chose "3m" for a tenth of them)
-    valid = negatives.filter(pl.col("status") == "valid")
-    changes = valid.select(pl.col("interventions").explode().struct.unnest())
-    top = changes.group_by("name", "to_value").len().sort("len", descending=True).row(0)
-    print(f"most frequent replacement: {top[0]} -> {top[1]}, {top[2] / valid.height:.2%}")
-    assert top[2] / valid.height <= 0.03, top
+    top = report["top_replacement_values"][0]
+    print(f"most frequent replacement: {top['name']} -> {top['value']}, {top['share']:.2%}")
+    assert top["share"] <= 0.03, top
+    assert set(report["examples"]) <= set(report["per_attribute"])
 
 
 def _office_refs(office_root: str, *more: str) -> tuple[NeggenConfig, dict[str, ArtifactRef]]:

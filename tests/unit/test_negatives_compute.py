@@ -62,8 +62,10 @@ def _positive(idx: int, *attributes: tuple[Modality, str, str, bool]) -> Positiv
     )
 
 
-def _outcome(text: str, reason: str | None = None, modality: Modality = "text") -> Outcome:
-    change = Intervention(modality=modality, name="colour", from_value="blue", to_value="red")
+def _outcome(
+    text: str, reason: str | None = None, modality: Modality = "text", to: str = "red"
+) -> Outcome:
+    change = Intervention(modality=modality, name="colour", from_value="blue", to_value=to)
     return Outcome(
         InterventionPlan(interventions=[change]),
         CompletedNegative(text=text, visual_description=None),
@@ -285,3 +287,22 @@ def test_stage_report_counts_controls_against_the_swapped_positives() -> None:
         written.filter(pl.col("kind") == "key"), positives, NegativesConfig(controls=False)
     )
     assert "controls" not in without
+
+
+def test_replacements_name_the_most_frequent_values_and_show_examples() -> None:
+    positive = _positive(0, ("text", "colour", "blue", True))
+    rows = compute.Rows.of(NegativesConfig(), "p1", {0: positive})
+    outcomes = [_outcome(f"pen {i}", to=to) for i, to in enumerate(["red", "red", "green", "red"])]
+    outcomes.append(_outcome("pen 4", "text attributes differ: x", to="pink"))
+    negatives = compute.negatives_frame(
+        rows.of_kind("key", "offline/m", [(None, positive)], [outcomes])
+    )
+
+    found = compute.replacements(negatives.filter(pl.col("status") == "valid"), examples=2)
+
+    assert found["top_replacement_values"] == [
+        {"name": "colour", "value": "red", "negatives": 3, "share": 0.75},
+        {"name": "colour", "value": "green", "negatives": 1, "share": 0.25},
+    ]  # the invalid negative's pink is not counted
+    assert [e["text"] for e in found["examples"]["colour"]] == ["pen 0", "pen 1"]
+    assert found["examples"]["colour"][0]["change"] == "blue -> red"
