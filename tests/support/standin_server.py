@@ -422,13 +422,8 @@ def main() -> None:
     parser.add_argument("--p-timeout", type=float, default=0.0)
     parser.add_argument("--p-malformed", type=float, default=0.0)
     args = parser.parse_args()
-    settings = Settings(
-        model=args.model,
-        latency_s=args.latency,
-        p_5xx=args.p_5xx,
-        p_timeout=args.p_timeout,
-        p_malformed=args.p_malformed,
-    )
+    rates = {f"p_{fault}": getattr(args, f"p_{fault}") for fault in ("5xx", "timeout", "malformed")}
+    settings = Settings(model=args.model, latency_s=args.latency, **rates)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(settings, Tally()))
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}/v1", flush=True)

@@ -132,14 +132,8 @@ def test_pools_count_the_items_of_each_category_having_each_value() -> None:
 
 
 def test_buyer_values_are_what_the_items_buyers_bought_in_train() -> None:
-    attributes = _attributes(
-        [
-            (0, "text", "colour", "blue", True),
-            (1, "text", "colour", "black", True),
-            (2, "text", "colour", "white", True),
-            (2, "text", "brand", "bic", False),
-        ]
-    )
+    colours = [(i, "text", "colour", c, True) for i, c in enumerate(["blue", "black", "white"])]
+    attributes = _attributes([*colours, (2, "text", "brand", "bic", False)])
     train = pl.DataFrame(
         {"user_idx": [0, 0, 1, 1], "item_idx": [0, 1, 1, 2]},
         schema_overrides={"user_idx": pl.Int32, "item_idx": ITEM_IDX},
