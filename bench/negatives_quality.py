@@ -48,9 +48,7 @@ def quality(config_path: Path, root: str) -> dict[str, Any]:
     changes = (
         valid.select("item_idx", "interventions").explode("interventions").unnest("interventions")
     )
-    per_value = (
-        changes.group_by("name", "to_value").len().sort("len", descending=True).head(10)
-    ).with_columns((pl.col("len") / valid.height).round(4).alias("share_of_negatives"))
+    report = store.read_json(outcome.ref, "report.json")
     per_name = changes.group_by("name").len().sort("len", descending=True)
 
     # numeric changes: the same unit, and inside the category's observed range of that unit
@@ -90,8 +88,8 @@ def quality(config_path: Path, root: str) -> dict[str, Any]:
         "changed_attribute_share": {
             name: round(count / changes.height, 4) for name, count in per_name.iter_rows()
         },
-        "top_replacement_values": per_value.to_dicts(),
-        "max_replacement_share": per_value["share_of_negatives"][0],
+        "top_replacement_values": report["top_replacement_values"],
+        "max_replacement_share": report["top_replacement_values"][0]["share"],
         "numeric_changes": numeric,
         "numeric_in_another_unit": other_unit,
         "numeric_outside_category_range": outside,

@@ -22,7 +22,7 @@ import numpy as np
 
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.evaluation.evaluator import Evaluator
-from neggen_core.models.registry import build_model, build_sampler, method_name
+from neggen_core.models.registry import MethodId, build_model, build_sampler
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store
 from neggen_core.train.compute import fit
@@ -65,7 +65,7 @@ def measure(name: str, root: str, method: str, epochs: int) -> dict[str, Any]:
     train_s = float(np.median([r["train_seconds"] for r in rows]))
     eval_s = float(np.median([r["eval_seconds"] for r in rows]))
     return {
-        "method": method_name(config.train),
+        "method": MethodId.of(config.train).label,
         "train_seconds_per_epoch": round(train_s, 4),
         "valid_eval_seconds_per_epoch": round(eval_s, 4),
         "epoch_seconds": round(train_s + eval_s, 4),

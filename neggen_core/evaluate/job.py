@@ -19,7 +19,7 @@ from neggen_core.evaluate.contract import (
     version_config,
 )
 from neggen_core.evaluation.evaluator import Evaluator
-from neggen_core.models.registry import build_model, method_name
+from neggen_core.models.registry import MethodId, build_model
 from neggen_core.pipeline.spec import Build, StageSpec
 from neggen_core.train.contract import best_epoch, model_state, training_data
 
@@ -30,7 +30,7 @@ def build(ctx: Build) -> dict[str, Any]:
     model = build_model(config.train, data)
     model.load_state_dict(model_state(store, upstream["train"]))
     evaluator = Evaluator(data, config.evaluate)
-    method = method_name(config.train)
+    method = MethodId.of(config.train).label
     valid = evaluator.rank(model, "valid")
     test = evaluator.rank(model, "test", top=config.evaluate.top_k)
 

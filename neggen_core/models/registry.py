@@ -90,8 +90,3 @@ class MethodId:
             return f"{self.backbone}+{self.sampler}"
         ablation = "" if self.ablation == "none" else f"[{self.ablation}]"
         return f"neggen({self.backbone}){ablation}+{self.sampler}"
-
-
-def method_name(settings: TrainConfig) -> str:
-    """The label of the configuration `settings` trains."""
-    return MethodId.of(settings).label

@@ -17,7 +17,7 @@ import torch
 from neggen_core.artifacts.schemas import TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactWriter
 from neggen_core.evaluation.evaluator import Evaluator
-from neggen_core.models.registry import build_model, build_sampler, method_name
+from neggen_core.models.registry import MethodId, build_model, build_sampler
 from neggen_core.pipeline.spec import Build, StageSpec
 from neggen_core.train.compute import fit
 from neggen_core.train.contract import (
@@ -59,7 +59,7 @@ def build(ctx: Build) -> dict[str, Any]:
     model = build_model(config.train, data)
     sampler = build_sampler(config.train, data)
     evaluator = Evaluator(data, config.evaluate)
-    method = method_name(config.train)
+    method = MethodId.of(config.train).label
 
     def progress(row: dict[str, Any]) -> None:
         log.info(
