@@ -24,8 +24,9 @@ import numpy as np
 from neggen_core.artifacts.vectors import vectors_of
 from neggen_core.attributes.contract import read_descriptions
 from neggen_core.config import load_config
-from neggen_core.embeddings.compute import embedding_inputs, text_key
+from neggen_core.embeddings.compute import embedding_inputs
 from neggen_core.embeddings.contract import load_index, read_embeddings
+from neggen_core.encoders.cached import text_key
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder
 from neggen_core.ingest.contract import read_items

@@ -1,6 +1,9 @@
 """What the offline negatives are like on a real catalogue (Office by default): which attribute
 each negative changes, which values replace them and how often, whether a number keeps its unit
-and stays in its category's observed range, and how many items get enough valid negatives.
+and stays in its category's observed range, how close the negatives are to their positives in the
+encoder's space (near-copies rejected) and how many items get enough valid negatives. The stage's
+time is given with and without the encoding of its near-copy check (`--root` keeps the vector
+cache: a rerun there encodes nothing).
 
     python bench/negatives_quality.py [--config configs/office.yaml] [--root DIR]
 
@@ -85,6 +88,13 @@ def quality(config_path: Path, root: str) -> dict[str, Any]:
         "negatives_valid": valid.height,
         "negatives_written": negatives.height,
         "negatives_stage_seconds": round(seconds, 1),
+        "encode_seconds": report["encode_seconds_this_attempt"],
+        "negatives_stage_seconds_without_encoding": round(
+            seconds - report["encode_seconds_this_attempt"], 1
+        ),
+        "texts_encoded": report["texts_encoded_this_attempt"],
+        "rejected": report["invalid_reasons"],
+        "cosine_to_positive": report["cosine_to_positive"],
         "changed_attribute_share": {
             name: round(count / changes.height, 4) for name, count in per_name.iter_rows()
         },

@@ -176,6 +176,20 @@ class NegativesConfig(StrictModel):
         "that are not key features (kind `control`): the negatives of neggen compare's "
         "random_intervention control. Off halves the negatives' LLM requests and encoding.",
     )
+    spare: int = Field(
+        4,
+        ge=0,
+        description="Candidates per unit beyond per_item, taken in order where one is invalid "
+        "or a near-copy (the vLLM backend asks for them all: per_item + spare requests).",
+    )
+    max_cosine: float | None = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="A negative whose joint vector (embeddings.encoder, text + visual "
+        "description) is at least this close to its positive's is rejected as a near-copy; "
+        "null: no check (nothing encoded here).",
+    )
     batch_size: int = Field(512, ge=1, description="Items (or pairs) per part file.")
     seed: int = Field(0, description="Base seed; each round derives its own.")
 
@@ -272,6 +286,13 @@ class NegGenSettings(StrictModel):
     )
     skip_possible_false_negatives: bool = Field(
         True, description="Leave out negatives flagged as possible false negatives."
+    )
+    negative_choice: Literal["per_user", "uniform"] = Field(
+        "per_user",
+        description="Which of a positive's generated negatives a (user, positive) pair trains "
+        "against: per_user (among those whose new values the user never chose for that "
+        "attribute in the positive's category in train, the highest-scored; a uniform draw, "
+        "counted, where none is) or uniform (a uniform draw, the control).",
     )
 
 

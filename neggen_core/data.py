@@ -1,9 +1,11 @@
 """Training data in memory, as arrays: the split as per-user CSR lists, the items' modal
-features and the generated negatives grouped by their positive. Nothing here reads a store:
-`neggen_core.train.contract` builds these from the artifacts.
+features, the generated negatives grouped by their positive, and what a per-user choice among
+them needs (`NegativeChoices`). Nothing here reads a store: `neggen_core.train.contract` builds
+these from the artifacts.
 
-Membership tests ("has user u interacted with item i in train?") are vectorised: the train pairs
-are kept as sorted keys `u * n_items + i`, looked up with `np.searchsorted`.
+Membership tests ("has user u interacted with item i in train?", "has user u chosen value v in
+category c?") are vectorised: the pairs are kept as sorted integer keys (`u * n_items + i`),
+looked up with `np.searchsorted`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class ItemFeatures:
     negative_owner: torch.Tensor  # (G,) item_idx of each negative's positive, sorted
     negative_indptr: np.ndarray  # (n_items + 1,): the negatives of item i are rows [i]:[i+1]
     negative_minus_item: torch.Tensor  # (G, M, D): x_i- - x_i, each negative against its positive
+    negative_ids: np.ndarray  # (G,) str: each row's negative_id
 
     @classmethod
     def build(
@@ -82,9 +85,10 @@ class ItemFeatures:
         negative_modal: np.ndarray,
         negative_present: np.ndarray,
         owner: np.ndarray,
+        ids: np.ndarray,
     ) -> ItemFeatures:
         """The features of items (n_items, M, D) and of their negatives (G, M, D), whose
-        positives `owner` (G,) are sorted."""
+        positives `owner` (G,) are sorted and whose `negative_id`s are `ids` (G,)."""
         item_modal = np.asarray(item_modal, dtype=np.float32)
         negative_modal = np.ascontiguousarray(negative_modal, dtype=np.float32)
         owner = np.asarray(owner, dtype=np.int64)
@@ -99,6 +103,7 @@ class ItemFeatures:
             negative_owner=torch.from_numpy(owner),
             negative_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             negative_minus_item=torch.from_numpy(negative_modal - item_modal[owner]),
+            negative_ids=np.asarray(ids, dtype=object),
         )
 
     @property
@@ -113,6 +118,40 @@ class ItemFeatures:
     def generated(self) -> int:
         return int(self.negative_owner.shape[0])
 
+    def candidates(self, positives: np.ndarray) -> np.ndarray:
+        """(B, K) the rows of each positive's generated negatives, -1 past its own; K is the
+        most any of them has."""
+        start = self.negative_indptr[positives]
+        count = self.negative_indptr[positives + 1] - start
+        offsets = np.arange(int(count.max(initial=0)))
+        rows: np.ndarray = np.where(offsets < count[:, None], start[:, None] + offsets, -1)
+        return rows.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class NegativeChoices:
+    """What the per-user choice among generated negatives needs: a negative may be given to user
+    u for positive i when u chose none of its new values (an intervention's (modality, name,
+    to_value)) in i's category in train, that is when none of u's train items in that category
+    has that value. Categories and (modality, name, value) triples are integer ids; u's choices
+    are the sorted keys `(u * n_categories + c) * n_values + v`."""
+
+    item_category: np.ndarray  # (n_items,) category id of each item
+    negative_values: np.ndarray  # (G, C) value ids each negative changes to; -1 for none (the
+    # padding, or a value no item has, which nobody chose)
+    chosen: np.ndarray  # sorted keys of (user, category, value) of every user's train items
+    n_categories: int
+    n_values: int
+
+    def eligible(self, users: np.ndarray, positives: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(B, K): whether generated negative `rows[b, k]` (-1: none) may be given to
+        `users[b]` for `positives[b]`."""
+        values = self.negative_values[np.maximum(rows, 0)]  # (B, K, C)
+        group = users * self.n_categories + self.item_category[positives]
+        chosen = contains(self.chosen, group[:, None, None], values, self.n_values)
+        eligible: np.ndarray = (rows >= 0) & ~(chosen & (values >= 0)).any(-1)
+        return eligible
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -123,6 +162,7 @@ class TrainingData:
     splits: Mapping[str, UserItems]
     train_keys: np.ndarray
     features: ItemFeatures | None
+    choices: NegativeChoices | None = None  # for the per-user choice of generated negatives
 
     def interacted(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether user u has item i among its train interactions (broadcast)."""
@@ -160,7 +200,64 @@ def item_features(
     order = np.argsort(owner, kind="stable")
     negatives, owner = negatives.take(order), owner[order]
     negative_modal, negative_present = modal_arrays(negatives, with_visual)
-    return ItemFeatures.build(item_modal, item_present, negative_modal, negative_present, owner)
+    ids = negatives.column("negative_id").to_numpy(zero_copy_only=False)
+    return ItemFeatures.build(
+        item_modal, item_present, negative_modal, negative_present, owner, ids
+    )
+
+
+def negative_choices(
+    negative_ids: np.ndarray,
+    negatives: pl.DataFrame,
+    attributes: pl.DataFrame,
+    categories: pl.DataFrame,
+    train: UserItems,
+) -> NegativeChoices:
+    """The choice arrays of the generated negatives `negative_ids` (the features' rows, in
+    order), from their `interventions` (negatives: negative_id, interventions, a list of
+    modality, name, to_value), the items' attribute values (item_idx, modality, name, value),
+    the items' categories (item_idx, category: a row for every item) and the train split. A
+    `ValueError` names negatives the negatives table lacks."""
+    triple = ["modality", "name", "value"]
+    values = attributes.select(triple).unique().sort(triple).with_row_index("value_id")
+    names, category = np.unique(categories["category"].to_numpy().astype(str), return_inverse=True)
+    item_category = np.zeros(categories.height, dtype=np.int64)
+    item_category[categories["item_idx"].to_numpy().astype(np.int64)] = category
+    n_categories, n_values = len(names), values.height
+
+    rows = pl.DataFrame(
+        {"negative_id": np.asarray(negative_ids, dtype=str), "row": np.arange(len(negative_ids))},
+        schema={"negative_id": pl.String, "row": pl.Int64},
+    )
+    missing = rows.join(negatives.select("negative_id"), on="negative_id", how="anti")
+    if missing.height:
+        raise ValueError(
+            f"{missing.height} negatives ({', '.join(missing['negative_id'].head(3))}...) "
+            "are not in the negatives table"
+        )
+    changes = (
+        rows.join(negatives.select("negative_id", "interventions"), on="negative_id")
+        .explode("interventions")
+        .unnest("interventions")
+        .join(values.rename({"value": "to_value"}), on=["modality", "name", "to_value"], how="left")
+        .select(
+            "row",
+            pl.int_range(pl.len()).over("row").alias("slot"),
+            pl.col("value_id").cast(pl.Int64).fill_null(-1),
+        )
+    )
+    slot = changes["slot"].to_numpy()
+    negative_values = np.full((rows.height, int(slot.max(initial=0)) + 1), -1, dtype=np.int64)
+    negative_values[changes["row"].to_numpy(), slot] = changes["value_id"].to_numpy()
+
+    item_values = attributes.join(values, on=triple).select(
+        pl.col("item_idx").cast(pl.Int64), pl.col("value_id").cast(pl.Int64)
+    )
+    users = np.repeat(np.arange(len(train.indptr) - 1, dtype=np.int64), train.counts)
+    chosen = pl.DataFrame({"user": users, "item_idx": train.items}).join(item_values, on="item_idx")
+    user, item = chosen["user"].to_numpy(), chosen["item_idx"].to_numpy()
+    keys = (user * n_categories + item_category[item]) * n_values + chosen["value_id"].to_numpy()
+    return NegativeChoices(item_category, negative_values, np.unique(keys), n_categories, n_values)
 
 
 def split_data(

@@ -90,6 +90,8 @@ KEY_FEATURES = pa.schema(
         _field("coverage", pa.float64()),
         _field("score", pa.float64()),
         _field("users", pa.int64()),
+        _field("support", pa.int64()),
+        _field("source", pa.string(), nullable=False),
     ]
 )
 
@@ -115,6 +117,7 @@ NEGATIVES = pa.schema(
         _field("status", pa.string(), nullable=False),
         _field("reason", pa.string()),
         _field("possible_false_negative", pa.bool_(), nullable=False),
+        _field("cosine_to_positive", pa.float32()),
         _field("round", pa.int32(), nullable=False),
         _field("backend", pa.string(), nullable=False),
         _field("prompt_version", pa.string(), nullable=False),
@@ -129,6 +132,7 @@ TRAINING_LOG = pa.schema(
         _field("generated_loss", pa.float64()),
         _field("alignment_loss", pa.float64()),
         _field("reg_loss", pa.float64()),
+        _field("generated_fallback_share", pa.float64()),
         _field("valid_recall_20", pa.float64(), nullable=False),
         _field("valid_ndcg_20", pa.float64(), nullable=False),
         _field("train_seconds", pa.float64(), nullable=False),

@@ -10,7 +10,8 @@ from typing import Any
 import polars as pl
 
 from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, KEY_FEATURES
-from neggen_core.attributes.keys import choose_keys, score_attributes
+from neggen_core.attributes.keys import choose_keys, evidence, score_attributes
+from neggen_core.categories import Lineage
 from neggen_core.errors import BackendError
 from neggen_core.llm.models import ExtractionResult, ItemInput
 
@@ -51,17 +52,25 @@ def result_frames(
 
 
 def chosen_keys(
-    attributes: pl.DataFrame, categories: pl.DataFrame, train: pl.DataFrame, per_category: int
+    attributes: pl.DataFrame,
+    categories: pl.DataFrame,
+    train: pl.DataFrame,
+    per_category: int,
+    lineage: Lineage | None = None,
 ) -> pl.DataFrame:
-    """Key features chosen per category from the users' train interactions (`keys.py`).
+    """Key features chosen per category from the users' train interactions (`keys.py`), an
+    attribute's lift borrowed along the category's `lineage` where its own data is too thin
+    (without one, from all the items only).
 
     `categories`: item_idx, category; `train`: user_idx, item_idx."""
     found = attributes.select("item_idx", "modality", "name", "value")
+    lineage = lineage or Lineage.global_only(categories)
     scores = score_attributes(found, categories, train)
+    borrowed = score_attributes(found, lineage.members.rename({"group": "category"}), train)
     presence = found.join(categories, on="item_idx").select(
         "category", "item_idx", "modality", "name"
     )
-    return choose_keys(scores, presence, per_category)
+    return choose_keys(evidence(scores, borrowed, lineage.donors), presence, per_category)
 
 
 def set_is_key(
@@ -93,7 +102,8 @@ def check_invalid_share(descriptions: pl.DataFrame, source: str, limit: float) -
 
 
 def marked_keys(attributes: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
-    """Key features as the model marked them: per category, how often each attribute was key."""
+    """Key features as the model marked them: per category, how often each attribute was key
+    (source `marked`)."""
     marked = attributes.join(categories, on="item_idx")
     items = categories.group_by("category").agg(pl.len().alias("items"))
     return (
@@ -106,6 +116,8 @@ def marked_keys(attributes: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFr
             (pl.col("with") / pl.col("items")).alias("coverage"),
             (pl.col("marked") / pl.col("items")).alias("score"),
             pl.lit(0, dtype=pl.Int64).alias("users"),
+            pl.lit(None, dtype=pl.Int64).alias("support"),
+            pl.lit("marked").alias("source"),
         )
         .sort("category", "score", "modality", "name", descending=[False, True, False, False])
         .with_columns(pl.int_range(pl.len()).over("category").alias("rank"))
@@ -123,7 +135,8 @@ def report(
     counters: Mapping[str, float],
     seconds: float,
 ) -> dict[str, Any]:
-    """The stage's report: coverage, invalid replies, images not read, attributes and keys."""
+    """The stage's report: coverage, invalid replies, images not read, attributes and keys (and
+    how many keys came from where: own, parent, similar, global or marked)."""
     statuses = descriptions.filter(pl.col("modality") == "text")
     with_key = attributes.filter(pl.col("is_key")).get_column("item_idx").n_unique()
     return {
@@ -158,6 +171,12 @@ def report(
                 "category", maintain_order=True
             )
         },
+        "key_sources": dict(
+            keys.group_by(pl.col("source").str.extract(r"^([^:]+)"))
+            .len()
+            .sort("source")
+            .iter_rows()
+        ),
         **counters,
         "seconds": round(seconds, 2),
     }

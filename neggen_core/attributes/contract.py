@@ -15,16 +15,17 @@ from neggen_core.artifacts.schemas import (
     KEY_FEATURES,
 )
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.categories import UNCATEGORISED as UNCATEGORISED
+from neggen_core.categories import item_categories as item_categories
 from neggen_core.config import NeggenConfig
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.models import ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
 
 UPSTREAM = ("ingest",)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: key_features support and source
 TABLES = {"attributes": ATTRIBUTES, "descriptions": DESCRIPTIONS, "key_features": KEY_FEATURES}
 REPORT = "report.json"
-UNCATEGORISED = "(uncategorised)"
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
@@ -50,19 +51,6 @@ def item_inputs(items: pl.DataFrame) -> list[ItemInput]:
     ]
 
 
-def item_categories(items: pl.DataFrame, level: int) -> pl.DataFrame:
-    """item_idx -> the category that groups it for key features (its path at `level`, or its
-    deepest level when the path is shorter)."""
-    path = pl.col("categories")
-    depth = path.list.len()
-    chosen = (
-        pl.when(depth > level)
-        .then(path.list.get(level, null_on_oob=True))
-        .otherwise(path.list.last())
-    )
-    return items.select("item_idx", chosen.fill_null(UNCATEGORISED).alias("category"))
-
-
 def read_descriptions(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
     """The `descriptions` table: per item and modality, the text or visual description."""
     return store.read_frame(ref, "descriptions", DESCRIPTIONS)
@@ -71,3 +59,8 @@ def read_descriptions(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
 def read_attributes(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
     """The `attributes` table, `is_key` set."""
     return store.read_frame(ref, "attributes", ATTRIBUTES)
+
+
+def read_key_features(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:
+    """The `key_features` table: per category, its key attributes with their lift and source."""
+    return store.read_frame(ref, "key_features", KEY_FEATURES)

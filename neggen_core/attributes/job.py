@@ -1,12 +1,13 @@
 """The attributes stage's I/O: template 1 (describe + extract) over every item, in resumable
-batches, then the key features (the logic is in `compute.py` and `keys.py`).
+batches, then the key features (the logic is in `compute.py`, `keys.py` and `lineage.py`).
 
 Batch b of the items (by item_idx) becomes part b of `descriptions` and `attributes`; a batch
 whose parts exist is not redone, so a killed run resumes where it stopped, and batches can be
 built by separate shards (`neggen_core.sharding`) before one finish. Then the key features: a
 backend that marks them itself (an LLM) keeps its marks and `key_features` reports how often
 each attribute was marked; otherwise they are chosen per category from the users' train
-interactions and the `is_key` column of every part is set from that choice.
+interactions (borrowed along the category's lineage where its own are too few) and the `is_key`
+column of every part is set from that choice.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from neggen_core.attributes.contract import (
     item_inputs,
     version_config,
 )
+from neggen_core.categories import category_lineage
 from neggen_core.config import NeggenConfig
 from neggen_core.ingest.contract import image_policy, read_interactions, read_items
 from neggen_core.llm.backend import Backend, open_backend
@@ -114,6 +116,7 @@ class AttributesJob:
                 categories,
                 train.select("user_idx", "item_idx"),
                 self.config.attributes.key_features,
+                category_lineage(items, self.config.attributes.category_level),
             )
             attributes = _mark_parts(writer, keys, categories, list(range(self.batches)))
         writer.write_table("key_features", keys.with_columns(pl.col("rank").cast(pl.Int32)))

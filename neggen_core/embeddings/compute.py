@@ -4,7 +4,6 @@ the encoded texts, the scores and flags of the negatives, and the counts of the 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -13,10 +12,7 @@ import numpy as np
 import polars as pl
 
 from neggen_core.attributes.contract import item_inputs
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+from neggen_core.encoders.cached import joint, text_key
 
 
 @dataclass(frozen=True)
@@ -88,13 +84,6 @@ def embedding_inputs(
     )
 
 
-def normalise(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero), as float32."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    normalised: np.ndarray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
-    return normalised
-
-
 class ModalVectors(NamedTuple):
     """Vectors of rows (items or negatives), each (rows, dim) but `has_visual` (rows,)."""
 
@@ -122,8 +111,9 @@ def modal_vectors(
     visual_vectors = np.where(
         has_visual[:, None], vectors[visual_rows] if len(visual_rows) else 0.0, 0.0
     ).astype(np.float32)
-    joint = normalise(text_vectors + visual_vectors)
-    return ModalVectors(text_vectors, visual_vectors, has_visual, joint)
+    return ModalVectors(
+        text_vectors, visual_vectors, has_visual, joint(text_vectors, visual_vectors)
+    )
 
 
 def items_are_dense(items: pl.DataFrame) -> bool:

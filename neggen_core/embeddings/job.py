@@ -31,9 +31,8 @@ from neggen_core.artifacts.vectors import vector_array, vectors_of
 from neggen_core.attributes.contract import read_descriptions
 from neggen_core.config import NeggenConfig
 from neggen_core.embeddings import compute
-from neggen_core.embeddings.compute import Inputs, embedding_inputs, text_key
+from neggen_core.embeddings.compute import Inputs, embedding_inputs
 from neggen_core.embeddings.contract import (
-    EMBEDDER_VERSION,
     INDEX_FILE,
     REPORT,
     SCHEMA_VERSION,
@@ -42,10 +41,9 @@ from neggen_core.embeddings.contract import (
     tables,
     version_config,
 )
+from neggen_core.encoders.cached import CachedEncoder, text_key
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, image_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
-from neggen_core.encoders.text import TextEncoder
-from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ArtifactError
 from neggen_core.images import ImagePolicy, ImageRefused
 from neggen_core.ingest.contract import image_policy, read_items
@@ -100,29 +98,8 @@ class EmbeddingsJob:
         self.batches = -(-max(len(self.texts), 1) // self.settings.batch_size)
 
     @cached_property
-    def encoder(self) -> TextEncoder:
-        return TextEncoder(
-            self.settings.encoder, self.settings.encode_batch_size, self.settings.encoder_backend
-        )
-
-    @cached_property
-    def cache(self) -> VectorCache | None:
-        if not self.settings.vector_cache:
-            return None
-        identity = {**self.encoder.identity, "embedder_version": EMBEDDER_VERSION}
-        return VectorCache(self.store, identity, self.encoder.dim)
-
-    def _vectors(self, chunk: list[str], keys: list[str]) -> tuple[np.ndarray, int]:
-        """The chunk's vectors: from the cache where it has them, encoded (and kept) where
-        not; and how many were encoded."""
-        if self.cache is None:
-            return self.encoder.encode(chunk), len(chunk)
-        vectors, missing = self.cache.get(keys)
-        if missing:
-            fresh = self.encoder.encode([chunk[i] for i in missing])
-            vectors[missing] = fresh
-            self.cache.put([keys[i] for i in missing], fresh)
-        return vectors, len(missing)
+    def encoder(self) -> CachedEncoder:
+        return CachedEncoder(self.settings, self.store)
 
     def _set_schemas(self, writer: ArtifactWriter) -> None:
         for table, schema in tables(self.encoder.dim).items():
@@ -138,7 +115,7 @@ class EmbeddingsJob:
             chunk = self.texts[number * size : (number + 1) * size]
             keys = [text_key(t) for t in chunk]
             began = time.perf_counter()
-            vectors, fresh = self._vectors(chunk, keys)
+            vectors, fresh = self.encoder.vectors(chunk, keys)
             seconds += time.perf_counter() - began
             encoded, cached = encoded + fresh, cached + len(chunk) - fresh
             part = pa.table(
@@ -150,7 +127,7 @@ class EmbeddingsJob:
 
     def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
         started = time.perf_counter()
-        settings, encoder, upstream = self.settings, self.encoder, self.upstream
+        settings, encoder, upstream = self.settings, self.encoder.encoder, self.upstream
         self._set_schemas(writer)
         written = pa.concat_tables(
             [writer.read_part("text_vectors", part) for part in writer.parts("text_vectors")]
@@ -236,7 +213,7 @@ class EmbeddingsJob:
             "unique_texts": len(self.texts),
             "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
             "texts_from_cache_this_attempt": int(stats.get("texts_from_cache", 0)),
-            "vector_cache": self.cache.uri if self.cache is not None else None,
+            "vector_cache": cache.uri if (cache := self.encoder.cache) is not None else None,
             "encode_seconds_this_attempt": round(encode_seconds, 2),
             "seconds_this_attempt": round(encode_seconds + time.perf_counter() - started, 2),
         }

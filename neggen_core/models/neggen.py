@@ -26,6 +26,15 @@ an MLP without biases whose output is capped at norm kappa.
   valid Recall@20 fell from 0.066 to 0.046.
 - The real-negative BPR on the same content-aware scores, and the backbone's L2 term.
 
+Which generated negative a (user, positive) pair trains against (`train.neggen.negative_choice`;
+the choice is the trainer's, `neggen_core/train/compute.py`): the generator writes a positive's
+negatives once, for every user. `per_user` (the default) keeps those whose new values the user
+never chose for that attribute in the positive's category in train (a contrast the user is not
+known to like, so not a likely false negative) and takes the hardest of them, the highest
+current s(u, i-) (`negative_scores`: DNS over the generated set); where none is left, a uniform
+draw, counted in the training log (`generated_fallback_share`). `uniform`, a uniform draw for
+every pair, is the control.
+
 What changed from the reference fragment (ARCHITECTURE.md section 5: score with c, the negative
 represented as c- = P(A(m(i-))), the alignment as log(exp(a) / exp(b))) and from this module's
 first version, and why:
@@ -257,3 +266,20 @@ class NegGen(Recommender):
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         user_final, scored = self._scoring()
         return (user_final[users][:, None, :] * scored[items]).sum(-1)
+
+    @torch.no_grad()
+    def negative_scores(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(B, K) current scores of users (B,) for generated negatives `rows` (B, K), -inf
+        where a row is -1: s(u, i-) = <u, e_i> + lambda <u, k(i) + c(i-)> (no_causal: the
+        negative's own content, lambda <u, k(i-)>), u and e_i the final embeddings, as the
+        generated BPR scores them. Each distinct negative is scored once (a batch's pairs share
+        positives)."""
+        distinct, inverse = torch.unique(rows.clamp_min(0), return_inverse=True)
+        user_layers, item_layers = self.backbone.layers()
+        owner = self.features.negative_owner[distinct]
+        effects = self.effects(distinct)
+        moved = self.content(owner) + effects.negative if self.causal else effects.negative
+        negative = item_layers.mean(0)[owner] + self.settings.effect_weight * moved
+        user = user_layers.mean(0)[users]
+        scores = (user[:, None, :] * negative[inverse]).sum(-1)
+        return scores.masked_fill(rows < 0, float("-inf"))

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import polars as pl
 
 from neggen_core.artifacts.schemas import NEGATIVES
 from neggen_core.attributes.contract import item_categories, item_inputs
+from neggen_core.categories import Lineage
 from neggen_core.config import NegativesConfig
 from neggen_core.llm.models import Attribute
 from neggen_core.negatives.contract import KINDS
-from neggen_core.negatives.models import Outcome, Positive, Unit, as_control
+from neggen_core.negatives.models import Positive, Unit, as_control
+from neggen_core.negatives.offline import NUMBER
+from neggen_core.negatives.screen import Examined
+
+POOL_MINIMUM = 5  # values an attribute's pool should offer before it borrows (4 to change to)
 
 
 def positives_of(
@@ -55,11 +61,10 @@ def units(
     return list(train.select("user_idx", "item_idx").sort("user_idx", "item_idx").iter_rows())
 
 
-def pools(
+def _counted(
     attributes: pl.DataFrame, categories: pl.DataFrame
 ) -> dict[tuple[str, str, str], dict[str, int]]:
-    """(category, modality, name) -> each value the category's items have, by value, with how
-    many of its items have it."""
+    """(category, modality, name) -> value -> how many of the category's items have it."""
     counted = (
         attributes.join(categories, on="item_idx")
         .group_by("category", "modality", "name", "value")
@@ -69,6 +74,59 @@ def pools(
     found: dict[tuple[str, str, str], dict[str, int]] = {}
     for category, modality, name, value, items in counted.iter_rows():
         found.setdefault((category, modality, name), {})[value] = items
+    return found
+
+
+def _quantity(name: str, value: str) -> tuple[float, str] | None:
+    """(number, unit) of a numeric value ("" for a bare number), None for any other."""
+    match = NUMBER.fullmatch(value.strip().lower()) if name != "brand" else None
+    return None if match is None else (float(match.group(1)), (match.group(2) or "").strip())
+
+
+def _in_range(name: str, own: Mapping[str, int], lent: Mapping[str, int]) -> dict[str, int]:
+    """`lent` without the numbers outside the range `own` spans in their unit (and without
+    numbers in a unit `own` has none in): a borrowed number stays in the category's range."""
+    spans: dict[str, tuple[float, float]] = {}
+    for value in own:
+        parsed = _quantity(name, value)
+        if parsed is not None:
+            low, high = spans.get(parsed[1], (parsed[0], parsed[0]))
+            spans[parsed[1]] = (min(low, parsed[0]), max(high, parsed[0]))
+    kept = {}
+    for value, items in lent.items():
+        parsed = _quantity(name, value)
+        span = None if parsed is None else spans.get(parsed[1])
+        if parsed is None or (span is not None and span[0] <= parsed[0] <= span[1]):
+            kept[value] = items
+    return kept
+
+
+def pools(
+    attributes: pl.DataFrame,
+    categories: pl.DataFrame,
+    lineage: Lineage | None = None,
+    minimum: int = POOL_MINIMUM,
+) -> dict[tuple[str, str, str], dict[str, int]]:
+    """(category, modality, name) -> each value the category's items have, by value, with how
+    many of its items have it. Given the categories' `lineage`, an attribute with fewer than
+    `minimum` values in its category takes the values of the nearest donor group that has
+    `minimum` of them (else of the one with the most), counted over that group's items, a
+    number only inside the category's own range in its unit."""
+    found = _counted(attributes, categories)
+    if lineage is None:
+        return found
+    lent = _counted(attributes, lineage.members.rename({"group": "category"}))
+    for (category, modality, name), own in found.items():
+        if len(own) >= minimum:
+            continue
+        best = own
+        for donor in lineage.donors.get(category, ()):
+            pool = _in_range(name, own, lent.get((donor.group, modality, name), {}))
+            if len(pool) > len(best):
+                best = pool
+            if len(best) >= minimum:
+                break
+        found[(category, modality, name)] = best
     return found
 
 
@@ -136,9 +194,10 @@ class Rows:
         return cls(settings.round, prompt_version, real)
 
     def row(
-        self, kind: str, backend: str, user_idx: int | None, item_idx: int, j: int, outcome: Outcome
+        self, kind: str, backend: str, user_idx: int | None, item_idx: int, examined: Examined
     ) -> dict[str, Any]:
-        """The `negatives` row of the `j`th negative of one unit."""
+        """The `negatives` row of one examined candidate of a unit."""
+        outcome, j = examined.outcome, examined.number
         plan, completed, reason = outcome.plan, outcome.completed, outcome.reason
         owner = "" if user_idx is None else f"u{user_idx}-"
         number = str(j) if kind == "key" else f"c{j}"
@@ -154,6 +213,7 @@ class Rows:
             "status": "valid" if reason is None else "invalid",
             "reason": reason,
             "possible_false_negative": (completed.text, completed.visual_description) in self.real,
+            "cosine_to_positive": examined.cosine,
             "round": self.round,
             "backend": backend,
             "prompt_version": self.prompt_version,
@@ -164,13 +224,13 @@ class Rows:
         kind: str,
         backend: str,
         batch: Sequence[Unit],
-        outcomes: Sequence[Sequence[Outcome]],
+        examined: Sequence[Sequence[Examined]],
     ) -> list[dict[str, Any]]:
-        """The rows of one kind's outcomes for a batch of units, unit by unit."""
+        """The rows of one kind's examined candidates for a batch of units, unit by unit."""
         return [
-            self.row(kind, backend, user_idx, positive.item.item_idx, j, outcome)
-            for (user_idx, positive), unit_outcomes in zip(batch, outcomes, strict=True)
-            for j, outcome in enumerate(unit_outcomes)
+            self.row(kind, backend, user_idx, positive.item.item_idx, candidate)
+            for (user_idx, positive), candidates in zip(batch, examined, strict=True)
+            for candidate in candidates
         ]
 
 
@@ -218,7 +278,42 @@ def report(
             in_both.filter(pl.col("modality") == "image").height / max(in_both.height, 1), 4
         ),
         "possible_false_negatives": int(negatives.get_column("possible_false_negative").sum()),
+        "cosine_to_positive": cosine_histogram(negatives),
         **replacements(valid),
+    }
+
+
+COSINE_EDGES = (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+
+
+def cosine_histogram(negatives: pl.DataFrame) -> dict[str, Any]:
+    """How close the measured negatives are to their positives: counts of the valid ones and of
+    those rejected as near-copies per cosine bin, and the valid ones' share at 0.99 or above."""
+    measured = negatives.filter(pl.col("cosine_to_positive").is_not_null())
+    labels = [f"<{COSINE_EDGES[0]}"]
+    labels += [f"{a}-{b}" for a, b in pairwise(COSINE_EDGES)]
+    labels += [f">={COSINE_EDGES[-1]}"]
+    binned = measured.with_columns(
+        pl.col("cosine_to_positive")
+        .cut(list(COSINE_EDGES), labels=labels, left_closed=True)
+        .cast(pl.String)
+        .alias("bin"),
+    )
+
+    def counts(frame: pl.DataFrame) -> dict[str, int]:
+        found = dict(frame.group_by("bin").len().iter_rows())
+        return {label: int(found.get(label, 0)) for label in labels}
+
+    valid = binned.filter(pl.col("status") == "valid")
+    high = valid.filter(pl.col("cosine_to_positive") >= 0.99).height
+    return {
+        "measured": measured.height,
+        "valid": counts(valid),
+        "rejected_near_copies": counts(binned.filter(pl.col("status") != "valid")),
+        "valid_share_at_or_above_0.99": round(high / max(valid.height, 1), 4),
+        "valid_median": round(valid.select(pl.col("cosine_to_positive").median()).item(), 4)
+        if valid.height
+        else None,
     }
 
 
@@ -258,12 +353,63 @@ def replacements(valid: pl.DataFrame, top: int = 10, examples: int = 3) -> dict[
     }
 
 
+def key_lift(
+    valid: pl.DataFrame, positives: Mapping[int, Positive], keys: pl.DataFrame
+) -> dict[str, Any]:
+    """Per intervened key attribute of the `valid` negatives: how many change it, their share,
+    and the mean lift (and sources) of that key in the positives' categories (`keys`: the
+    attributes stage's key features)."""
+    categories = pl.DataFrame(
+        [(idx, p.category) for idx, p in positives.items()],
+        schema={"item_idx": pl.Int32, "category": pl.String},
+        orient="row",
+    )
+    changes = (
+        valid.select("item_idx", pl.col("interventions").explode().struct.unnest())
+        .drop_nulls("name")
+        .join(categories, on="item_idx")
+        .join(
+            keys.select("category", "modality", "name", "lift", "source"),
+            on=["category", "modality", "name"],
+            how="left",
+        )
+        .with_columns(pl.col("source").str.extract(r"^([a-z]+)"))
+    )
+    summary = (
+        changes.group_by("modality", "name")
+        .agg(
+            pl.len().alias("negatives"),
+            pl.col("lift").mean().round(4).alias("mean_lift"),
+            pl.col("source").drop_nulls().unique().sort().alias("sources"),
+        )
+        .sort(["negatives", "modality", "name"], descending=[True, False, False])
+    )
+    return {
+        f"{m}:{n}": {
+            "negatives": count,
+            "share": round(count / max(changes.height, 1), 4),
+            "mean_lift": lift,
+            "sources": sources,
+        }
+        for m, n, count, lift, sources in summary.iter_rows()
+    }
+
+
 def stage_report(
-    written: pl.DataFrame, positives: Mapping[int, Positive], settings: NegativesConfig
+    written: pl.DataFrame,
+    positives: Mapping[int, Positive],
+    settings: NegativesConfig,
+    keys: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The report of the key negatives, with the controls' (against the flipped positives)
-    under `controls` where they are written."""
-    result = report(written.filter(pl.col("kind") == "key"), positives, settings.per_item)
+    under `controls` where they are written; given the key features, the lift of each key the
+    negatives change."""
+    key = written.filter(pl.col("kind") == "key")
+    result = report(key, positives, settings.per_item)
+    if keys is not None:
+        result["intervened_keys"] = key_lift(
+            key.filter(pl.col("status") == "valid"), positives, keys
+        )
     if settings.controls:
         flipped = {idx: as_control(p) for idx, p in positives.items()}
         controls = written.filter(pl.col("kind") == "control")

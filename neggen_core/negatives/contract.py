@@ -9,20 +9,28 @@ import polars as pl
 from neggen_core.artifacts.schemas import NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NeggenConfig
+from neggen_core.encoders.text import model_fingerprint
 from neggen_core.llm.backend import version_config as backend_version
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 
 UPSTREAM = ("ingest", "attributes")
-SCHEMA_VERSION = 2
-OFFLINE_GENERATOR_VERSION = 2  # bump when the offline generator's output changes
+SCHEMA_VERSION = 3  # 3: cosine_to_positive
+OFFLINE_GENERATOR_VERSION = 4  # bump when the offline generator's output changes
 TABLES = {"negatives": NEGATIVES}
 REPORT = "report.json"
 KINDS = ("key", "control")  # control: changes attributes that are not key features
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
+    """What the negatives depend on; where near-copies are checked, the encoder that measures
+    them (its weights and backend, as in the embeddings version)."""
+    embeddings = config.embeddings
+    measured = config.negatives.max_cosine is not None
     return {
         "negatives": config.negatives.model_dump(),
+        "encoder": [model_fingerprint(embeddings.encoder), embeddings.encoder_backend]
+        if measured
+        else None,
         "category_level": config.attributes.category_level,
         "prompt_version": combined_version(INTERVENE, COMPLETE),
         "generator_version": OFFLINE_GENERATOR_VERSION,

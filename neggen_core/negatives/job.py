@@ -19,19 +19,28 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
-from neggen_core.attributes.contract import item_categories, read_attributes, read_descriptions
+from neggen_core.attributes.contract import (
+    item_categories,
+    read_attributes,
+    read_descriptions,
+    read_key_features,
+)
+from neggen_core.categories import category_lineage
 from neggen_core.config import NeggenConfig
+from neggen_core.encoders.cached import CachedEncoder
 from neggen_core.ingest.contract import read_interactions, read_items
 from neggen_core.llm.backend import open_vllm, uses_vllm
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 from neggen_core.negatives import compute
 from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, UPSTREAM, version_config
-from neggen_core.negatives.models import Generator
+from neggen_core.negatives.models import Generator, Outcome, Positive
 from neggen_core.negatives.offline import OfflineNegatives
+from neggen_core.negatives.screen import screen
 from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.pipeline.spec import StageSpec
 from neggen_core.sharding import Stats, still_to_do
@@ -50,6 +59,7 @@ class NegativesJob:
         self.store = store
         self.settings = settings = config.negatives
         self.items = read_items(store, upstream["ingest"])
+        self.upstream = dict(upstream)
         self.attributes = read_attributes(store, upstream["attributes"])
         descriptions = read_descriptions(store, upstream["attributes"])
         self.positives = compute.positives_of(
@@ -59,6 +69,8 @@ class NegativesJob:
         self.train = read_interactions(store, upstream["ingest"], split="train")
         self.units = compute.units(self.positives, self.train if settings.per_user else None)
         self.batches = -(-len(self.units) // settings.batch_size)
+        self.encoding = {"encode_seconds": 0.0, "texts_encoded": 0}
+        self.known: dict[str, np.ndarray] = {}
 
     @cached_property
     def generators(self) -> dict[str, Generator]:
@@ -70,19 +82,20 @@ class NegativesJob:
             backend = open_vllm(self.config, self.store)
             return {
                 kind: VllmNegatives(
-                    backend, settings.per_item, settings.interventions, settings.image_ratio, seed
+                    backend, self.candidates, settings.interventions, settings.image_ratio, seed
                 )
                 for kind, seed in seeds.items()
             }
-        categories = item_categories(self.items, self.config.attributes.category_level)
-        pools = compute.pools(self.attributes, categories)
+        level = self.config.attributes.category_level
+        categories = item_categories(self.items, level)
+        pools = compute.pools(self.attributes, categories, category_lineage(self.items, level))
         brands = compute.brands(self.items)
         chosen = compute.buyer_values(self.attributes, self.train)
         return {
             kind: OfflineNegatives(
                 pools=pools,
                 brands=brands,
-                per_item=settings.per_item,
+                per_item=self.candidates,
                 interventions=settings.interventions,
                 image_ratio=settings.image_ratio,
                 seed=seed,
@@ -91,13 +104,40 @@ class NegativesJob:
             for kind, seed in seeds.items()
         }
 
+    @property
+    def candidates(self) -> int:
+        """Candidates a generator writes per unit: the negatives wanted and the spares."""
+        return self.settings.per_item + self.settings.spare
+
+    @cached_property
+    def encoder(self) -> CachedEncoder | None:
+        """The embeddings stage's encoder and vector cache, where near-copies are checked."""
+        if self.settings.max_cosine is None:
+            return None
+        return CachedEncoder(self.config.embeddings, self.store)
+
+    def similarity(self, pairs: Sequence[tuple[Positive, Outcome]]) -> np.ndarray:
+        """The cosine of each candidate's joint vector to its positive's."""
+        assert self.encoder is not None
+        rows = [(p.item.text(), p.visual_description) for p, _ in pairs]
+        rows += [(o.completed.text, o.completed.visual_description) for _, o in pairs]
+        began = time.perf_counter()
+        vectors, encoded = self.encoder.joint_vectors(rows, self.known)
+        self.encoding["encode_seconds"] += time.perf_counter() - began
+        self.encoding["texts_encoded"] += encoded
+        positives, negatives = vectors[: len(pairs)], vectors[len(pairs) :]
+        cosines: np.ndarray = (positives * negatives).sum(axis=1)
+        return cosines
+
     def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
         todo = still_to_do(writer, self.marker, numbers)
         started = time.perf_counter()
         for done, number in enumerate(todo, 1):
             writer.write_table("negatives", self._batch(number), part=number)
             progress.report("negatives", done, len(todo))
-        return {"seconds": time.perf_counter() - started} if todo else {}
+        if not todo:
+            return {}
+        return {"seconds": time.perf_counter() - started, **self.encoding}
 
     def _batch(self, number: int) -> pl.DataFrame:
         size = self.settings.batch_size
@@ -105,19 +145,29 @@ class NegativesJob:
             (user_idx, self.positives[item_idx])
             for user_idx, item_idx in self.units[number * size : (number + 1) * size]
         ]
+        check = self.similarity if self.encoder is not None else None
+        self.known = {}  # the batch's texts, encoded within the batch: see joint_vectors
         rows = []
         for kind, generator in self.generators.items():
-            outcomes = generator.generate(compute.asked(kind, batch))
+            units = compute.asked(kind, batch)
+            examined = screen(
+                units, generator, self.settings.per_item, check, self.settings.max_cosine
+            )
             backend = f"{generator.name}/{generator.model}"
-            rows += self.rows.of_kind(kind, backend, batch, outcomes)
+            rows += self.rows.of_kind(kind, backend, batch, examined)
         return compute.negatives_frame(rows)
 
     def finish(self, writer: ArtifactWriter, stats: Stats) -> dict[str, Any]:
         started = time.perf_counter()
         written = writer.read_written("negatives")
-        report = compute.stage_report(written, self.positives, self.settings)
+        keys = read_key_features(self.store, self.upstream["attributes"])
+        report = compute.stage_report(written, self.positives, self.settings, keys)
         seconds = stats.get("seconds", 0.0) + time.perf_counter() - started
-        writer.write_json(REPORT, {**report, "seconds": round(seconds, 2)})
+        encoding = {
+            "encode_seconds_this_attempt": round(stats.get("encode_seconds", 0.0), 2),
+            "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
+        }
+        writer.write_json(REPORT, {**report, **encoding, "seconds": round(seconds, 2)})
         return compute.summary(report, self.settings)
 
 

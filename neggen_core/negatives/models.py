@@ -32,15 +32,19 @@ class Outcome:
 
 
 Unit = tuple[int | None, Positive]  # (user_idx, or None per item; the positive)
+# a unit and which of its candidates are asked for (candidate j is the same whenever asked)
+Request = tuple[Unit, range]
 
 
 class Generator(Protocol):
-    """Writes the negatives of units: templates 2 and 3, each negative checked."""
+    """Writes the candidate negatives of units: templates 2 and 3, each candidate checked. A
+    unit has up to `per_item` candidates (fewer where its attributes allow fewer), numbered;
+    a request asks for some of them, and gets fewer only where there are no more."""
 
     name: str
     model: str
 
-    def generate(self, units: Sequence[Unit]) -> list[list[Outcome]]: ...
+    def generate(self, requests: Sequence[Request]) -> list[list[Outcome]]: ...
 
 
 def as_control(positive: Positive) -> Positive:

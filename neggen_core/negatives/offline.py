@@ -27,7 +27,7 @@ from neggen_core.llm.models import (
     ItemInput,
 )
 from neggen_core.llm.offline import describe_image, parse_image_description, read_text
-from neggen_core.negatives.models import Outcome, Positive, Unit, modality_order
+from neggen_core.negatives.models import Outcome, Positive, Request, modality_order
 
 # (category, modality, name) -> value -> how many of the category's items have it
 Pools = Mapping[tuple[str, str, str], Mapping[str, int]]
@@ -198,12 +198,12 @@ class OfflineNegatives:
                     return [single]
         return None
 
-    def generate(self, units: Sequence[Unit]) -> list[list[Outcome]]:
-        """Every unit's negatives, each checked."""
+    def generate(self, requests: Sequence[Request]) -> list[list[Outcome]]:
+        """The asked candidates of each unit, each checked."""
         outcomes = []
-        for user_idx, positive in units:
+        for (user_idx, positive), numbers in requests:
             row = []
-            for plan in self.plan(positive, user_idx):
+            for plan in self.plan(positive, user_idx)[numbers.start : numbers.stop]:
                 negative, completed = self.complete(positive, plan)
                 row.append(Outcome(plan, completed, check(positive, negative, completed, plan)))
             outcomes.append(row)

@@ -19,7 +19,7 @@ from typing import Any
 from neggen_core.llm.models import CompletedNegative, Intervention, InterventionPlan
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, load_template
 from neggen_core.llm.vllm import ReplyError, Session, VllmBackend, all_settled, settle
-from neggen_core.negatives.models import Outcome, Positive, Unit, modality_order
+from neggen_core.negatives.models import Outcome, Positive, Request, modality_order
 
 NO_IMAGE = "(no image)"
 
@@ -92,20 +92,25 @@ class VllmNegatives:
         self.intervene_version = load_template(INTERVENE).version
         self.complete_version = load_template(COMPLETE).version
 
-    def generate(self, units: Sequence[Unit]) -> list[list[Outcome]]:
+    def generate(self, requests: Sequence[Request]) -> list[list[Outcome]]:
         async def all_units(session: Session) -> list[list[Outcome]]:
             base_url = self.backend.config.base_url
-            return await settle(base_url, [self._unit(session, u, p) for u, p in units])
+            units = [self._unit(session, u, p, numbers) for (u, p), numbers in requests]
+            return await settle(base_url, units)
 
         return self.backend.run(all_units)
 
     async def _unit(
-        self, session: Session, user_idx: int | None, positive: Positive
+        self, session: Session, user_idx: int | None, positive: Positive, numbers: range
     ) -> list[Outcome]:
+        """The asked candidates of one unit: candidate j's modality is drawn, for all of the
+        unit's candidates at once, by the same seed whichever are asked."""
         rng = random.Random(f"{self.seed}:{user_idx}:{positive.item.item_idx}")
         modalities = sorted({a.modality for a in positive.attributes if a.is_key}, reverse=True)
         order = modality_order(modalities, self.per_item, self.image_ratio, rng)
-        jobs = [self._one(session, user_idx, positive, j, m) for j, m in enumerate(order)]
+        jobs = [
+            self._one(session, user_idx, positive, j, order[j]) for j in numbers if j < len(order)
+        ]
         return await all_settled(jobs)
 
     async def _one(

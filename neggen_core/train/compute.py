@@ -5,6 +5,13 @@ Every epoch draws from its own generator, seeded by (seed, epoch): an epoch repl
 resume shuffles and samples exactly as it did, so a resumed run ends where an uninterrupted one
 does. Nothing here looks at the test split.
 
+Each positive's generated negative (NegGen) is chosen per user (`train.neggen.negative_choice:
+per_user`): among the positive's negatives, those whose new values the user never chose for that
+attribute in the positive's category (train), and of those the one the model currently scores
+highest (DNS over the generated set, `NegGen.negative_scores`). A pair whose positive has
+negatives but none the user may be given draws one uniformly; the share of such pairs is the
+training log's `generated_fallback_share`. `uniform` draws every one uniformly (the control).
+
 A run's result does not depend on how many threads torch has (so a comparison on one worker with
 two threads equals one on two workers with one thread each): training uses torch's deterministic
 kernels (CPU advanced-index gradients otherwise add in thread order), MKL runs in its strict
@@ -24,7 +31,8 @@ import numpy as np
 import torch
 
 from neggen_core.config import TrainConfig
-from neggen_core.data import ItemFeatures, TrainingData
+from neggen_core.data import ItemFeatures, NegativeChoices, TrainingData
+from neggen_core.errors import TrainingError
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.base import Recommender
 from neggen_core.models.neggen import NegGen
@@ -62,6 +70,40 @@ def generated_rows(
     return np.where(count > 0, pick, -1)
 
 
+@dataclass(frozen=True)
+class GeneratedChoice:
+    """The generated negative chosen for each pair of a batch (-1 where its positive has
+    none), how many pairs had one to choose from and how many of those fell back to a uniform
+    draw (no negative the user may be given)."""
+
+    rows: np.ndarray
+    with_negatives: int
+    fallbacks: int
+
+
+def chosen_rows(
+    model: NegGen,
+    choices: NegativeChoices,
+    users: np.ndarray,
+    positives: np.ndarray,
+    rng: np.random.Generator,
+) -> GeneratedChoice:
+    """Per pair, the highest-scored of the positive's generated negatives that the user may be
+    given (`NegativeChoices.eligible`); a uniform draw (`generated_rows`, drawn for every pair
+    so that the generator advances as under `uniform`) where there is none."""
+    uniform = generated_rows(model.features, positives, rng)
+    candidates = model.features.candidates(positives)
+    eligible = choices.eligible(users, positives, candidates)
+    chosen = eligible.any(1)
+    rows = uniform.copy()
+    if chosen.any():
+        pool = np.where(eligible[chosen], candidates[chosen], -1)
+        scores = model.negative_scores(torch.from_numpy(users[chosen]), torch.from_numpy(pool))
+        rows[chosen] = pool[np.arange(len(pool)), scores.argmax(1).numpy()]
+    with_negatives = int((uniform >= 0).sum())
+    return GeneratedChoice(rows, with_negatives, with_negatives - int(chosen.sum()))
+
+
 def _serialise(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -94,6 +136,13 @@ def fit(
         best_valid, best_state, log = state["best_valid"], state["best_state"], state["log"]
 
     generated = isinstance(model, NegGen) and model.uses_generated
+    per_user = generated and settings.neggen.negative_choice == "per_user"
+    if per_user and data.choices is None:
+        raise TrainingError(
+            "train.neggen.negative_choice per_user needs the negatives' interventions and the "
+            "items' attributes (train.contract.load_training_data with choices=True), or set it "
+            "to uniform"
+        )
     n_train = len(data.train_users)
     stopped_early = bad_epochs >= settings.patience
     for epoch in range(first_epoch, settings.epochs):
@@ -105,13 +154,21 @@ def fit(
         model.train()
         sums = dict.fromkeys(("loss", *LOSS_PARTS), 0.0)
         seen = dict.fromkeys(sums, 0)
+        with_negatives, fallbacks = 0, 0
         for start in range(0, n_train, settings.batch_size):
             rows = order[start : start + settings.batch_size]
             users, positives = data.train_users[rows], data.train_items[rows]
             batch = sampler.sample(model, users, positives, rng)
             if generated:
                 assert isinstance(model, NegGen)
-                picked = generated_rows(model.features, positives, rng)
+                if per_user:
+                    assert data.choices is not None
+                    choice = chosen_rows(model, data.choices, users, positives, rng)
+                    picked = choice.rows
+                    with_negatives += choice.with_negatives
+                    fallbacks += choice.fallbacks
+                else:
+                    picked = generated_rows(model.features, positives, rng)
                 batch = replace(batch, generated=torch.from_numpy(picked))
             losses = model.calculate_loss(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -140,6 +197,9 @@ def fit(
                 )
                 for name in sums
             },
+            "generated_fallback_share": (
+                fallbacks / with_negatives if per_user and with_negatives else None
+            ),
             "valid_recall_20": valid["recall@20"],
             "valid_ndcg_20": valid["ndcg@20"],
             "train_seconds": train_seconds,

@@ -1,12 +1,18 @@
 """What the train stage promises: its tables and files, what its version depends on, and the
 readers its consumers use (the trained model's state, the training log and the best epoch).
 Also what a config's training reads from ingest and embeddings (`training_data`): evaluate
-ranks with the same data, so it is read in one place, through those stages' contracts."""
+ranks with the same data, so it is read in one place, through those stages' contracts.
+
+NegGen's per-user choice of generated negatives also reads the negatives' interventions and
+the items' attributes and categories: from the attributes and negatives artifacts that the
+embeddings artifact was built from (its manifest names them), so the train stage's upstream
+stays ingest and embeddings, whose version already pins both."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -15,15 +21,25 @@ import torch
 
 from neggen_core.artifacts.schemas import TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.attributes.contract import item_categories, read_attributes
 from neggen_core.config import NeggenConfig
-from neggen_core.data import ItemFeatures, TrainingData, item_features, split_data
+from neggen_core.data import (
+    ItemFeatures,
+    NegativeChoices,
+    TrainingData,
+    UserItems,
+    item_features,
+    negative_choices,
+    split_data,
+)
 from neggen_core.embeddings.contract import read_embeddings
 from neggen_core.errors import ArtifactError
-from neggen_core.ingest.contract import item_count, read_interactions, user_count
+from neggen_core.ingest.contract import item_count, read_interactions, read_items, user_count
+from neggen_core.negatives.contract import read_negatives
 
 UPSTREAM = ("ingest", "embeddings")  # a config may read fewer: `reads`
-SCHEMA_VERSION = 1
-TRAINER_VERSION = 3  # bump when training's results change for the same config
+SCHEMA_VERSION = 2  # 2: training_log.generated_fallback_share
+TRAINER_VERSION = 4  # bump when training's results change for the same config (4: per_user)
 TABLES = {"training_log": TRAINING_LOG}
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -52,17 +68,23 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
 
 
 def training_data(
-    config: NeggenConfig, store: ArtifactStore, upstream: Mapping[str, ArtifactRef]
+    config: NeggenConfig,
+    store: ArtifactStore,
+    upstream: Mapping[str, ArtifactRef],
+    for_training: bool = False,
 ) -> TrainingData:
-    """The split, and the modal features when the model uses them."""
-    features = upstream["embeddings"] if config.train.model == "neggen" else None
+    """The split, and the modal features when the model uses them; `for_training` also the
+    arrays of the per-user choice of generated negatives when the config makes one (ranking
+    does not need them)."""
+    neggen = config.train.model == "neggen"
     settings = config.train.neggen
     return load_training_data(
         store,
         upstream["ingest"],
-        features,
+        upstream["embeddings"] if neggen else None,
         skip_flagged=settings.skip_possible_false_negatives,
         negatives="control" if settings.ablation == "random_intervention" else "key",
+        choices=for_training and settings.negative_choice == "per_user",
     )
 
 
@@ -87,23 +109,72 @@ def load_features(
     return item_features(items, negatives, kind, skip_flagged)
 
 
+def _built_from(store: ArtifactStore, embeddings: ArtifactRef, stage: str) -> ArtifactRef:
+    """The `stage` artifact the embeddings artifact was built from, checked intact."""
+    version = store.manifest(embeddings.stage, embeddings.version).upstream.get(stage)
+    if version is None:
+        raise ArtifactError(f"{embeddings.uri}: its manifest names no {stage} artifact")
+    ref = store.ref(stage, version)
+    problems = store.verify(stage, version)
+    if problems:
+        raise ArtifactError(
+            f"{ref.uri} is damaged: {problems[0]}. Rebuild it with "
+            f"`neggen run --rebuild {stage}` (or remove that folder)"
+        )
+    return ref
+
+
+def load_choices(
+    store: ArtifactStore,
+    ingest: ArtifactRef,
+    embeddings: ArtifactRef,
+    features: ItemFeatures,
+    train: UserItems,
+) -> NegativeChoices:
+    """The per-user choice arrays of `features`' generated negatives: their interventions (the
+    negatives artifact) and the values and categories of the items (the attributes artifact,
+    at the category level it was built with) that the embeddings were built from."""
+    attributes = _built_from(store, embeddings, "attributes")
+    negatives = _built_from(store, embeddings, "negatives")
+    settings = store.manifest(attributes.stage, attributes.version).config.get("attributes", {})
+    if "category_level" not in settings:
+        raise ArtifactError(f"{attributes.uri}: its manifest records no category_level")
+    categories = item_categories(read_items(store, ingest), int(settings["category_level"]))
+    try:
+        return negative_choices(
+            features.negative_ids,
+            read_negatives(store, negatives),
+            read_attributes(store, attributes),
+            categories,
+            train,
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"{embeddings.uri} against {negatives.uri}: {exc}") from exc
+
+
 def load_training_data(
     store: ArtifactStore,
     ingest: ArtifactRef,
     embeddings: ArtifactRef | None,
     skip_flagged: bool = True,
     negatives: str = "key",
+    choices: bool = True,
 ) -> TrainingData:
     """The split of `ingest`, and the modal features of `embeddings` (with the generated
-    negatives of kind `negatives`) when given."""
+    negatives of kind `negatives`) when given, with the arrays of the per-user choice among
+    those negatives when `choices`."""
     n_users, n_items = user_count(store, ingest), item_count(store, ingest)
     features = None
     if embeddings is not None:
         features = load_features(store, embeddings, n_items, skip_flagged, negatives)
     try:
-        return split_data(read_interactions(store, ingest), n_users, n_items, features)
+        data = split_data(read_interactions(store, ingest), n_users, n_items, features)
     except ValueError as exc:
         raise ArtifactError(f"{ingest.uri}: {exc}") from exc
+    if features is None or embeddings is None or not choices:
+        return data
+    train = data.splits["train"]
+    return replace(data, choices=load_choices(store, ingest, embeddings, features, train))
 
 
 def read_training_log(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:

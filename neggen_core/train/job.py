@@ -55,21 +55,23 @@ def _mean(seconds: pl.Series) -> float:
 
 def build(ctx: Build) -> dict[str, Any]:
     config, store, upstream, writer = ctx.config, ctx.store, ctx.upstream, ctx.writer
-    data = training_data(config, store, upstream)
+    data = training_data(config, store, upstream, for_training=True)
     model = build_model(config.train, data)
     sampler = build_sampler(config.train, data)
     evaluator = Evaluator(data, config.evaluate)
     method = MethodId.of(config.train).label
 
     def progress(row: dict[str, Any]) -> None:
+        share = row["generated_fallback_share"]
         log.info(
-            "%s epoch %d: loss %.4f, valid recall@20 %.4f (%.2f s + %.2f s)",
+            "%s epoch %d: loss %.4f, valid recall@20 %.4f (%.2f s + %.2f s)%s",
             method,
             row["epoch"],
             row["loss"],
             row["valid_recall_20"],
             row["train_seconds"],
             row["eval_seconds"],
+            "" if share is None else f", generated negatives drawn uniformly {share:.1%}",
         )
 
     result = fit(model, sampler, data, evaluator, config.train, WriterCheckpoints(writer), progress)

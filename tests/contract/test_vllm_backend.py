@@ -207,8 +207,12 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
 
     keyed = store.read_frame(attributes, "attributes", ATTRIBUTES).filter(pl.col("is_key"))
     items_with_keys = keyed.get_column("item_idx").n_unique()
-    per_item = negatives.filter(pl.col("kind") == "key").group_by("item_idx").len()
-    assert per_item.height == items_with_keys and set(per_item.get_column("len")) == {2}
+    key_rows = negatives.filter(pl.col("kind") == "key")
+    assert key_rows.get_column("item_idx").n_unique() == items_with_keys
+    # a failed or near-copy candidate is replaced by a spare, asked for only then
+    per_item = key_rows.filter(pl.col("status") == "valid").group_by("item_idx").len()
+    assert set(per_item.get_column("len")) == {2}
+    assert key_rows.height < 3 * 2 * items_with_keys
     # the controls come from the same server, each changing an attribute that is not a key
     controls = negatives.filter(pl.col("kind") == "control")
     assert controls.height > 0 and controls["negative_id"].str.contains(r"-c\d+$").all()

@@ -158,7 +158,13 @@ def test_report_counts_key_coverage_and_groups_unread_images() -> None:
         ]
     )
     keys = pl.DataFrame(
-        {"category": ["mugs"], "modality": ["text"], "name": ["colour"], "rank": [0]}
+        {
+            "category": ["mugs", "mugs"],
+            "modality": ["text", "text"],
+            "name": ["colour", "material"],
+            "rank": [0, 1],
+            "source": ["own", "parent:kitchen"],
+        }
     )
     summary = report(items, attributes, descriptions, keys, "offline", "m", {"hits": 2}, 1.234)
     assert summary["backend"] == "offline" and summary["model"] == "m"
@@ -166,5 +172,6 @@ def test_report_counts_key_coverage_and_groups_unread_images() -> None:
     assert summary["items_with_key_attribute"] == 1
     assert summary["share_with_key_attribute"] == 0.3333
     assert summary["images_not_read"] == {"unreadable ": 2}  # grouped without the detail
-    assert summary["key_features"] == {"mugs": ["text:colour"]}
+    assert summary["key_features"] == {"mugs": ["text:colour", "text:material"]}
+    assert summary["key_sources"] == {"own": 1, "parent": 1}
     assert (summary["hits"], summary["seconds"]) == (2, 1.23)

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from neggen_core.embeddings import compute
-from neggen_core.embeddings.compute import Inputs, text_key
+from neggen_core.embeddings.compute import Inputs
+from neggen_core.encoders.cached import normalise, text_key
 
 ITEM_IDX = pl.Int32
 
@@ -94,7 +95,7 @@ def test_texts_are_distinct_longest_first_ties_by_text() -> None:
 
 
 def test_normalise_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
-    rows = compute.normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    rows = normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
 
     assert rows.dtype == np.float32
     np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
@@ -120,7 +121,7 @@ def test_near_duplicates_are_flagged_at_the_threshold_with_the_stages_own_flags(
         {"item_idx": [0, 1, 2], "possible_false_negative": [False, False, True]},
         schema_overrides={"item_idx": ITEM_IDX},
     )
-    joint = compute.normalise(np.array([[3.0, 4.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    joint = normalise(np.array([[3.0, 4.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
 
     scores = compute.score_negatives(
         negatives,

@@ -26,6 +26,7 @@ FOUNDATION = {
     "images": 2,
     "artifacts": 2,
     "data": 3,
+    "categories": 3,
     "sharding": 3,
     "pipeline.spec": 3,
     "demo": 3,

@@ -108,8 +108,13 @@ def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -
     report = store.read_json(ref, "report.json")
     items = store.manifest("ingest", ingest.version).tables["items"].rows
     assert report["share_items_with_enough_valid"] == 1.0
-    assert negatives.height == controls.height == 4 * items
     assert report["controls"]["share_items_with_enough_valid"] == 1.0
+    for kind in (negatives, controls):
+        valid = kind.filter(pl.col("status") == "valid")
+        assert valid.height == 4 * items  # rejected candidates replaced by spares
+        assert valid.get_column("cosine_to_positive").max() < 0.99  # type: ignore[operator]
+        copies = kind.filter(pl.col("reason").str.starts_with("near-copy"))
+        assert (copies.get_column("cosine_to_positive") >= 0.99).all()
     assert written.get_column("negative_id").is_unique().all()
     assert negatives.get_column("negative_id").is_unique().all()
     assert set(negatives.get_column("modality")) == {"text", "image"}
@@ -131,7 +136,10 @@ def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -
         for change in row["interventions"]:
             assert (row["item_idx"], change["modality"], change["name"]) in keys
     # the controls change attributes that are not key features, and nothing else
-    assert assert_only_intervened_changed(store, ingest, controls) == controls.height
+    assert (
+        assert_only_intervened_changed(store, ingest, controls)
+        == controls.filter(pl.col("status") == "valid").height
+    )
     for row in controls.iter_rows(named=True):
         for change in row["interventions"]:
             assert (row["item_idx"], change["modality"], change["name"]) not in keys
@@ -167,7 +175,8 @@ def test_per_user_negatives(root: str) -> None:
     train = store.read_frame(ingest, "interactions", INTERACTIONS)
     pairs = train.filter(pl.col("split") == "train").height
     assert negatives.get_column("user_idx").null_count() == 0
-    assert dict(negatives.group_by("kind").len().iter_rows()) == {
+    valid = negatives.filter(pl.col("status") == "valid")
+    assert dict(valid.group_by("kind").len().iter_rows()) == {
         "key": 2 * pairs,
         "control": 2 * pairs,
     }

@@ -17,6 +17,7 @@ from neggen_core.llm.models import (
 )
 from neggen_core.negatives import compute
 from neggen_core.negatives.models import Outcome, Positive
+from neggen_core.negatives.screen import Examined
 from tests.support.helpers import item as hand_made_item
 
 ITEM_IDX = pl.Int32
@@ -71,6 +72,11 @@ def _outcome(
         CompletedNegative(text=text, visual_description=None),
         reason,
     )
+
+
+def _examined(*units: list[Outcome]) -> list[list[Examined]]:
+    """Each unit's outcomes as candidates examined in order, none measured."""
+    return [[Examined(j, outcome, None) for j, outcome in enumerate(unit)] for unit in units]
 
 
 def test_positives_take_their_category_attributes_and_image_description() -> None:
@@ -188,9 +194,11 @@ def test_rows_number_each_units_negatives_and_flag_copies_of_real_items() -> Non
         "key",
         "offline/m",
         [(5, first), (None, second)],
-        [[_outcome("new"), _outcome(second.item.text())], [_outcome("x", "complete: bad")]],
+        _examined(
+            [_outcome("new"), _outcome(second.item.text())], [_outcome("x", "complete: bad")]
+        ),
     )
-    control = rows.of_kind("control", "offline/m", [(None, first)], [[_outcome("other")]])
+    control = rows.of_kind("control", "offline/m", [(None, first)], _examined([_outcome("other")]))
 
     assert [r["negative_id"] for r in key + control] == [
         "r3-u5-i0-0",
@@ -224,10 +232,10 @@ def test_report_counts_statuses_reasons_coverage_and_the_image_share() -> None:
             "key",
             "offline/m",
             [(None, both), (None, text_only)],
-            [
+            _examined(
                 [_outcome("a", modality="image"), _outcome("b")],
                 [_outcome("c"), _outcome("d", "text attributes differ: x")],
-            ],
+            ),
         )
     )
 
@@ -255,12 +263,12 @@ def test_stage_report_counts_controls_against_the_swapped_positives() -> None:
     positives = {0: text_keys}
     rows = compute.Rows.of(NegativesConfig(), "p1", positives)
     written = compute.negatives_frame(
-        rows.of_kind("key", "offline/m", [(None, text_keys)], [[_outcome("a")]])
+        rows.of_kind("key", "offline/m", [(None, text_keys)], _examined([_outcome("a")]))
         + rows.of_kind(
             "control",
             "offline/m",
             [(None, text_keys)],
-            [[_outcome("b", modality="image"), _outcome("c")]],
+            _examined([_outcome("b", modality="image"), _outcome("c")]),
         )
     )
 
@@ -289,7 +297,7 @@ def test_replacements_name_the_most_frequent_values_and_show_examples() -> None:
     outcomes = [_outcome(f"pen {i}", to=to) for i, to in enumerate(["red", "red", "green", "red"])]
     outcomes.append(_outcome("pen 4", "text attributes differ: x", to="pink"))
     negatives = compute.negatives_frame(
-        rows.of_kind("key", "offline/m", [(None, positive)], [outcomes])
+        rows.of_kind("key", "offline/m", [(None, positive)], _examined(outcomes))
     )
 
     found = compute.replacements(negatives.filter(pl.col("status") == "valid"), examples=2)
@@ -300,3 +308,36 @@ def test_replacements_name_the_most_frequent_values_and_show_examples() -> None:
     ]  # the invalid negative's pink is not counted
     assert [e["text"] for e in found["examples"]["colour"]] == ["pen 0", "pen 1"]
     assert found["examples"]["colour"][0]["change"] == "blue -> red"
+
+
+def test_key_lift_gives_each_changed_keys_share_and_lift_in_its_category() -> None:
+    positive = _positive(0, ("text", "colour", "blue", True), ("text", "brand", "bic", True))
+    rows = compute.Rows.of(NegativesConfig(), "p1", {0: positive})
+    brand = _outcome("Item 0 by Pilot")
+    brand.plan.interventions[0] = Intervention(
+        modality="text", name="brand", from_value="bic", to_value="pilot"
+    )
+    valid = compute.negatives_frame(
+        rows.of_kind(
+            "key",
+            "offline/m",
+            [(None, positive)],
+            _examined([_outcome("a red pen"), _outcome("a green pen", to="green"), brand]),
+        )
+    )
+    keys = pl.DataFrame(
+        {
+            "category": ["Pens", "Pens", "Paper"],
+            "modality": ["text", "text", "text"],
+            "name": ["colour", "brand", "colour"],
+            "lift": [0.2, 0.05, 0.9],
+            "source": ["own", "parent:Office", "own"],
+        }
+    )
+
+    found = compute.key_lift(valid, {0: positive}, keys)
+
+    assert found == {
+        "text:colour": {"negatives": 2, "share": 0.6667, "mean_lift": 0.2, "sources": ["own"]},
+        "text:brand": {"negatives": 1, "share": 0.3333, "mean_lift": 0.05, "sources": ["parent"]},
+    }  # the lift of the positive's category (Pens), not another's

@@ -1,5 +1,6 @@
 """NegGen's mechanism at work: the reverse effect of a generated negative, gradients into every
-parameter of A and P from the first step, and a generated loss that learns (not log 2)."""
+parameter of A and P from the first step, a generated loss that learns (not log 2), and the
+per-user choice of a positive's generated negative (eligible first, then the hardest)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import torch
 
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import EvaluateConfig, NegGenSettings, TrainConfig, load_config
-from neggen_core.data import ItemFeatures, TrainingData
+from neggen_core.data import ItemFeatures, NegativeChoices, TrainingData
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
 from neggen_core.models.base import Batch
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.registry import build_model, build_sampler
 from neggen_core.pipeline.stages import open_store
-from neggen_core.train.compute import fit, generated_rows
+from neggen_core.train.compute import chosen_rows, fit, generated_rows
 from neggen_core.train.contract import load_training_data
 from tests.support.helpers import DEMO_SETTINGS
 
@@ -33,10 +34,11 @@ def _features(per_item: int = 1, n_items: int = 6, modalities: int = 2, seed: in
     owner = np.repeat(np.arange(n_items), per_item)
     shift = rng.normal(scale=0.3, size=(len(owner), modalities, 8)).astype(np.float32)
     present = np.ones((n_items, modalities), dtype=bool)
-    return ItemFeatures.build(items, present, items[owner] + shift, present[owner], owner)
+    ids = np.array([f"n{g}" for g in range(len(owner))])
+    return ItemFeatures.build(items, present, items[owner] + shift, present[owner], owner, ids)
 
 
-def _neggen(features: ItemFeatures, **settings: float) -> NegGen:
+def _neggen(features: ItemFeatures, **settings: float | str) -> NegGen:
     backbone = MF(5, len(features.item_modal), dim=4, reg_weight=0.0, seed=0)
     return NegGen(backbone, features, NegGenSettings(**settings), seed=0)
 
@@ -91,6 +93,93 @@ def test_the_effect_is_capped() -> None:
         torch.nn.functional.normalize(capped.negative, dim=1),
         torch.nn.functional.normalize(loose.negative, dim=1),
     )
+
+
+def _choices(features: ItemFeatures, chosen: list[tuple[int, int]]) -> NegativeChoices:
+    """One category; generated negative g changes to value g; user u chose the values of
+    `chosen` (u, value)."""
+    keys = np.array(sorted(u * features.generated + v for u, v in chosen), dtype=np.int64)
+    values = np.arange(features.generated, dtype=np.int64)[:, None]
+    n_items = len(features.item_modal)
+    return NegativeChoices(np.zeros(n_items, dtype=np.int64), values, keys, 1, features.generated)
+
+
+def _harder_second(model: NegGen, user: int) -> None:
+    """Point `user` so that the model scores item 0's second negative above its first."""
+    scores = model.negative_scores(torch.tensor([user]), torch.tensor([[0, 1]]))
+    if scores[0, 1] < scores[0, 0]:
+        with torch.no_grad():
+            model.backbone.user_embedding[user].neg_()
+    scores = model.negative_scores(torch.tensor([user]), torch.tensor([[0, 1]]))
+    assert scores[0, 1] > scores[0, 0]
+
+
+@pytest.mark.parametrize("ablation", ["none", "no_causal"])
+def test_the_hardest_negative_is_scored_as_the_generated_bpr_scores_it(ablation: str) -> None:
+    """`negative_scores` is s(u, i-) as the generated BPR uses it: the loss of a batch is the
+    mean of softplus(s(u, i-) - s(u, i)); a padding row (-1) scores -inf."""
+    features = _features(per_item=2)
+    model = _neggen(features, ablation=ablation)
+    users, positives, rows = (
+        torch.tensor([0, 3]),
+        torch.tensor([0, 4]),
+        torch.tensor([[0, 1], [8, 9]]),
+    )
+    scores = model.negative_scores(users, rows)
+    positive = model.score_candidates(users, positives[:, None])[:, 0]
+    for k in range(2):
+        batch = Batch(users, positives, (positives + 1) % 6, generated=rows[:, k])
+        expected = torch.nn.functional.softplus(scores[:, k] - positive).mean()
+        losses = model.calculate_loss(batch)
+        assert losses.parts["generated"] == pytest.approx(float(expected), rel=1e-5)
+    padded = model.negative_scores(users, torch.tensor([[0, -1], [8, 9]]))
+    assert padded[0, 1] == float("-inf")
+    torch.testing.assert_close(padded[1], scores[1])
+
+
+def test_an_eligible_negative_is_chosen_over_a_harder_one_the_user_chose() -> None:
+    """User 1 chose the second negative's new value in the category: the first is given,
+    although the model scores the second higher."""
+    features = _features(per_item=2)
+    model = _neggen(features)
+    _harder_second(model, user=1)
+    choice = chosen_rows(
+        model, _choices(features, [(1, 1)]), np.array([1]), np.array([0]), np.random.default_rng(0)
+    )
+    assert choice.rows.tolist() == [0]
+    assert (choice.with_negatives, choice.fallbacks) == (1, 0)
+
+
+def test_among_the_eligible_the_highest_scored_is_chosen() -> None:
+    """Both of item 0's negatives are eligible: the one the model scores higher is given, and
+    the other once the user's embedding points the other way."""
+    features = _features(per_item=2)
+    model = _neggen(features)
+    _harder_second(model, user=1)
+    choices = _choices(features, [(2, 0), (2, 1)])  # another user's choices do not count
+    users, positives = np.full(20, 1), np.zeros(20, dtype=np.int64)
+    choice = chosen_rows(model, choices, users, positives, np.random.default_rng(0))
+    assert choice.rows.tolist() == [1] * 20
+    with torch.no_grad():
+        model.backbone.user_embedding[1].neg_()
+    choice = chosen_rows(model, choices, users, positives, np.random.default_rng(0))
+    assert choice.rows.tolist() == [0] * 20 and choice.fallbacks == 0
+
+
+def test_with_no_eligible_negative_a_uniform_draw_is_given_and_counted() -> None:
+    """User 1 chose both of item 0's new values: its pairs with item 0 draw uniformly (as
+    `generated_rows`, from the same generator state) and are counted; its pair with item 2
+    (value 4 and 5, not chosen) is not."""
+    features = _features(per_item=2)
+    model = _neggen(features)
+    choices = _choices(features, [(1, 0), (1, 1)])
+    users, positives = np.full(40, 1), np.array([0] * 39 + [2])
+    choice = chosen_rows(model, choices, users, positives, np.random.default_rng(5))
+    uniform = generated_rows(features, positives, np.random.default_rng(5))
+    assert choice.rows[:39].tolist() == uniform[:39].tolist()
+    assert set(choice.rows[:39].tolist()) == {0, 1}  # a draw, not the hardest every time
+    assert choice.rows[39] in (4, 5)
+    assert (choice.with_negatives, choice.fallbacks) == (40, 39)
 
 
 @pytest.fixture(scope="module")

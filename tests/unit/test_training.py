@@ -21,7 +21,7 @@ from neggen_core.config import (
     with_settings,
 )
 from neggen_core.data import TrainingData, UserItems
-from neggen_core.errors import ArtifactError, ConfigError
+from neggen_core.errors import ArtifactError, ConfigError, TrainingError
 from neggen_core.evaluation import evaluator as evaluator_module
 from neggen_core.evaluation.evaluator import Evaluator
 from neggen_core.models.backbones import MF
@@ -31,7 +31,7 @@ from neggen_core.models.registry import BACKBONES, MODELS, SAMPLERS, build_model
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, uniform_candidates
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
-from neggen_core.train.compute import fit, generated_rows
+from neggen_core.train.compute import FitResult, fit, generated_rows
 from neggen_core.train.contract import load_training_data
 from tests.support.helpers import DEMO_SETTINGS
 
@@ -205,6 +205,83 @@ def test_the_generated_negative_is_drawn_among_the_positives_own(
     assert (np.diff(features.negative_indptr)[~has] == 0).all()
 
 
+def _fit_recording(
+    data: TrainingData, settings: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[Batch], FitResult]:
+    """Train `settings` on `data`, keeping every batch NegGen's loss was given."""
+    batches: list[Batch] = []
+    original = NegGen.calculate_loss
+
+    def recording(self: NegGen, batch: Batch) -> Losses:
+        batches.append(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(NegGen, "calculate_loss", recording)
+    model = build_model(settings, data)
+    evaluator = Evaluator(data, EvaluateConfig())
+    return batches, fit(model, build_sampler(settings, data), data, evaluator, settings)
+
+
+def test_the_uniform_choice_is_the_draw_of_before(
+    demo: tuple[str, dict[str, ArtifactRef]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """negative_choice uniform (the control): each pair's generated negative is drawn uniformly
+    among its positive's from the epoch's generator right after the real negatives, exactly as
+    before there was a per-user choice; the log has no fallback share."""
+    data = _data(*demo)
+    assert data.features is not None
+    settings = TrainConfig(epochs=1, batch_size=1024, neggen={"negative_choice": "uniform"})
+    batches, result = _fit_recording(data, settings, monkeypatch)
+    rng = np.random.default_rng([settings.seed, 0])
+    order = rng.permutation(len(data.train_users))
+    sampler, model = build_sampler(settings, data), build_model(settings, data)
+    starts = range(0, len(order), settings.batch_size)
+    assert len(batches) == len(starts) > 1
+    for batch, start in zip(batches, starts, strict=True):
+        rows = order[start : start + settings.batch_size]
+        sampler.sample(model, data.train_users[rows], data.train_items[rows], rng)  # RNS's draws
+        expected = generated_rows(data.features, data.train_items[rows], rng)
+        assert batch.generated is not None and batch.generated.tolist() == expected.tolist()
+    assert result.log[0]["generated_fallback_share"] is None
+
+
+def test_the_per_user_choice_gives_an_eligible_negative_wherever_there_is_one(
+    demo: tuple[str, dict[str, ArtifactRef]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """negative_choice per_user (the default): a pair whose positive has a negative the user
+    may be given (none of its new values chosen by the user in the category) gets one; the
+    others draw uniformly, and their share of the pairs with negatives is logged."""
+    data = _data(*demo)
+    features, choices = data.features, data.choices
+    assert features is not None and choices is not None
+    settings = TrainConfig(epochs=1, batch_size=1024)
+    batches, result = _fit_recording(data, settings, monkeypatch)
+    pairs, fallbacks = 0, 0
+    for batch in batches:
+        users, positives = batch.users.numpy(), batch.positives.numpy()
+        assert batch.generated is not None
+        picked = batch.generated.numpy()
+        has = picked >= 0
+        some = choices.eligible(users, positives, features.candidates(positives)).any(1)
+        given = choices.eligible(users, positives, picked[:, None])[:, 0]
+        assert given[has & some].all()
+        pairs, fallbacks = pairs + int(has.sum()), fallbacks + int((has & ~some).sum())
+    share = result.log[0]["generated_fallback_share"]
+    assert share == pytest.approx(fallbacks / pairs) and 0 < share < 0.5
+
+
+def test_the_per_user_choice_without_its_arrays_is_a_clear_error(
+    demo: tuple[str, dict[str, ArtifactRef]],
+) -> None:
+    root, refs = demo
+    store = open_store(_config(root))
+    data = load_training_data(store, refs["ingest"], refs["embeddings"], choices=False)
+    settings = TrainConfig(epochs=1)
+    model = build_model(settings, data)
+    with pytest.raises(TrainingError, match=r"negative_choice per_user needs the negatives'"):
+        fit(model, build_sampler(settings, data), data, Evaluator(data, EvaluateConfig()), settings)
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -218,6 +295,7 @@ def test_the_generated_negative_is_drawn_among_the_positives_own(
         ("train.model=neggen", "train.backbone=mf", "train.sampler=dns"),
         ("train.model=neggen", "train.neggen.ablation=no_causal"),
         ("train.model=neggen", "train.neggen.ablation=no_alignment"),
+        ("train.model=neggen", "train.neggen.negative_choice=uniform"),
         ("train.model=neggen", "train.neggen.ablation=real_only", "train.sampler=ahns"),
     ],
     ids=lambda s: "+".join(v.split("=")[1] for v in s),
@@ -317,6 +395,8 @@ def test_a_killed_training_resumes_to_the_same_model_and_metrics(
         .select("epoch", "valid_recall_20", "valid_ndcg_20", "improved")
         .equals(logs[1].select("epoch", "valid_recall_20", "valid_ndcg_20", "improved"))
     )
+    assert logs[0]["generated_fallback_share"].equals(logs[1]["generated_fallback_share"])
+    assert logs[0]["generated_fallback_share"].is_not_null().all()
     for column in ("loss", "bpr_loss", "generated_loss", "alignment_loss", "reg_loss"):
         np.testing.assert_allclose(
             logs[0][column].to_numpy(), logs[1][column].to_numpy(), rtol=1e-6

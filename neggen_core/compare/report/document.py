@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -309,6 +310,7 @@ def _negatives_blocks(comparison: Comparison) -> list[Block]:
         )
     if invalid:
         summary.append("invalid: " + ", ".join(f"{r} ({n:,})" for r, n in invalid.items()))
+    summary += _quality(report, comparison.config.negatives.max_cosine)
     similarity = embeddings.get("similarity_to_positive")
     if similarity:
         summary.append(
@@ -322,6 +324,36 @@ def _negatives_blocks(comparison: Comparison) -> list[Block]:
         Paragraph("Examples: a real item and a negative generated from it."),
         _examples_table(comparison),
     ]
+
+
+def _quality(report: dict[str, Any], max_cosine: float | None) -> list[str]:
+    """What the key negatives change and into what: the share of each intervened attribute,
+    the most frequent replacement values, and how close the kept ones are to their positives."""
+    lines = []
+    keys = report.get("intervened_keys", {})
+    if keys:
+        lines.append(
+            "changed key (share of the valid negatives, mean lift in the positives' categories): "
+            + ", ".join(
+                f"{a} {k['share']:.0%} (lift {k['mean_lift']})" for a, k in list(keys.items())[:6]
+            )
+        )
+    top = report.get("top_replacement_values", [])
+    if top:
+        lines.append(
+            "most frequent replacement values: "
+            + ", ".join(f"{t['name']} → {t['value']} ({t['share']:.1%})" for t in top[:5])
+        )
+    cosine = report.get("cosine_to_positive", {})
+    if cosine.get("measured"):
+        rejected = sum(cosine["rejected_near_copies"].values())
+        lines.append(
+            f"near-copies (cosine ≥ {max_cosine} to the positive) rejected: {rejected:,}; "
+            f"kept: median cosine {cosine['valid_median']}, "
+            f"{cosine['valid_share_at_or_above_0.99']:.1%} at 0.99 or above; "
+            + ", ".join(f"{b}: {n:,}" for b, n in cosine["valid"].items() if n)
+        )
+    return lines
 
 
 def _examples_table(comparison: Comparison) -> Table:

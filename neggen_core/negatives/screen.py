@@ -1,0 +1,84 @@
+"""Which candidate negatives are kept: per unit, the first `per_item` in the generator's order
+that are valid and not near-copies of their positive, the rejected ones kept with their reason.
+
+A unit's candidates are asked for in rounds, as many per round as it still needs, and the valid
+ones of a round are measured together (one encoding call for the whole batch): a spare candidate
+is generated (an LLM request) and encoded only when an earlier one was rejected. A near-copy is a
+negative whose joint vector is at least `max_cosine` close to its positive's: the difference the
+model would learn from is almost nothing in the space it sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from neggen_core.negatives.models import Generator, Outcome, Positive, Unit
+
+# (positive, candidate) pairs -> their cosine, one per pair
+Similarity = Callable[[Sequence[tuple[Positive, Outcome]]], np.ndarray]
+NEAR_COPY = "near-copy"
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A candidate that was looked at: its number among its unit's candidates, its outcome (the
+    reason set where it was rejected as a near-copy) and its cosine to the positive (None where
+    not measured)."""
+
+    number: int
+    outcome: Outcome
+    cosine: float | None
+
+
+def near_copy(cosine: float, max_cosine: float) -> str:
+    return f"{NEAR_COPY}: cosine {cosine:.4f} to its positive, at or above {max_cosine}"
+
+
+def screen(
+    units: Sequence[Unit],
+    generator: Generator,
+    per_item: int,
+    similarity: Similarity | None,
+    max_cosine: float | None,
+) -> list[list[Examined]]:
+    """Per unit, the candidates examined, in order, until `per_item` are kept or the generator
+    has no more (it has up to its own `per_item`). Each round asks the generator for as many
+    candidates as each unit still lacks. Without `similarity` (or `max_cosine`) every valid
+    candidate is kept, unmeasured."""
+    examined: list[list[Examined]] = [[] for _ in units]
+    kept = [0] * len(units)
+    next_at = [0] * len(units)
+    exhausted = [False] * len(units)
+    while True:
+        asked = [
+            (unit, range(next_at[unit], next_at[unit] + per_item - kept[unit]))
+            for unit in range(len(units))
+            if kept[unit] < per_item and not exhausted[unit]
+        ]
+        if not asked:
+            break
+        answers = generator.generate([(units[unit], numbers) for unit, numbers in asked])
+        pending: list[tuple[int, int, Outcome]] = []  # (unit, number, candidate) to measure
+        for (unit, numbers), outcomes in zip(asked, answers, strict=True):
+            next_at[unit] = numbers.stop
+            exhausted[unit] = len(outcomes) < len(numbers)
+            for number, outcome in zip(numbers, outcomes, strict=False):
+                if outcome.reason is None:
+                    pending.append((unit, number, outcome))
+                else:
+                    examined[unit].append(Examined(number, outcome, None))
+        if similarity is None or max_cosine is None:
+            cosines: list[float | None] = [None] * len(pending)
+        else:
+            pairs = [(units[unit][1], outcome) for unit, _, outcome in pending]
+            cosines = [float(c) for c in similarity(pairs)] if pairs else []
+        for (unit, number, outcome), cosine in zip(pending, cosines, strict=True):
+            if cosine is not None and max_cosine is not None and cosine >= max_cosine:
+                outcome = replace(outcome, reason=near_copy(cosine, max_cosine))
+            else:
+                kept[unit] += 1
+            examined[unit].append(Examined(number, outcome, cosine))
+    return [sorted(unit, key=lambda e: e.number) for unit in examined]

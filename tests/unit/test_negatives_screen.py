@@ -1,0 +1,144 @@
+"""The near-copy screen: spares replace rejected candidates, encoded only when needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from neggen_core.llm.models import (
+    Attribute,
+    CompletedNegative,
+    Intervention,
+    InterventionPlan,
+)
+from neggen_core.negatives.compute import cosine_histogram
+from neggen_core.negatives.models import Outcome, Positive, Request, Unit
+from neggen_core.negatives.screen import screen
+from tests.support.helpers import item
+
+POSITIVE = Positive(
+    item(0, "Blue Pen"),
+    "Pens",
+    (Attribute(modality="text", name="colour", value="blue", is_key=True),),
+    None,
+)
+
+
+def _candidate(text: str, reason: str | None = None) -> Outcome:
+    change = Intervention(modality="text", name="colour", from_value="blue", to_value=text)
+    return Outcome(
+        InterventionPlan(interventions=[change]),
+        CompletedNegative(text=text, visual_description=None),
+        reason,
+    )
+
+
+class Listed:
+    """A generator whose candidates are given, per item: it records what each round asked."""
+
+    name, model = "listed", "m"
+
+    def __init__(self, *units: list[Outcome]) -> None:
+        self.units = units
+        self.asked: list[list[tuple[int, int]]] = []
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Outcome]]:
+        self.asked.append([(p.item.item_idx, len(n)) for (_, p), n in requests])
+        return [list(self.units[p.item.item_idx][n.start : n.stop]) for (_, p), n in requests]
+
+
+def _units(count: int) -> list[Unit]:
+    return [(None, replace(POSITIVE, item=item(i, "Blue Pen"))) for i in range(count)]
+
+
+class Measured:
+    """A similarity that looks each candidate's cosine up by its text, and records the calls."""
+
+    def __init__(self, cosines: dict[str, float]) -> None:
+        self.cosines = cosines
+        self.calls: list[list[str]] = []
+
+    def __call__(self, pairs: Sequence[tuple[Positive, Outcome]]) -> np.ndarray:
+        texts = [o.completed.text for _, o in pairs]
+        self.calls.append(texts)
+        return np.array([self.cosines[t] for t in texts])
+
+
+def test_near_copies_are_rejected_and_replaced_by_spares_in_order() -> None:
+    candidates = [
+        _candidate("red"),
+        _candidate("navy", None),
+        _candidate("bad", "complete: no reply"),
+        _candidate("green"),
+        _candidate("black"),
+    ]
+    measured = Measured({"red": 0.8, "navy": 0.995, "green": 0.9, "black": 0.5})
+
+    generator = Listed(candidates)
+    [examined] = screen(_units(1), generator, 2, measured, 0.99)
+
+    kept = [e for e in examined if e.outcome.reason is None]
+    assert [e.outcome.completed.text for e in kept] == ["red", "green"]
+    assert [(e.number, e.cosine) for e in examined] == [
+        (0, 0.8),
+        (1, 0.995),
+        (2, None),
+        (3, 0.9),
+    ]  # the last spare is not needed, so neither measured nor written
+    assert (examined[1].outcome.reason or "").startswith("near-copy: cosine 0.9950")
+    assert examined[2].outcome.reason == "complete: no reply"
+    # a round per shortfall: the two wanted, one spare for the copy, one for the bad reply
+    assert generator.asked == [[(0, 2)], [(0, 1)], [(0, 1)]]
+    assert measured.calls == [["red", "navy"], ["green"]]  # nothing to measure in round 2
+
+
+def test_a_batch_is_measured_together_and_without_a_threshold_nothing_is_measured() -> None:
+    units = [[_candidate("red"), _candidate("navy")], [_candidate("green"), _candidate("grey")]]
+    measured = Measured({"red": 0.1, "navy": 0.2, "green": 0.3, "grey": 0.4})
+
+    screened = screen(_units(2), Listed(*units), 1, measured, 0.99)
+    assert measured.calls == [["red", "green"]]
+    assert [[e.number for e in unit] for unit in screened] == [[0], [0]]
+
+    unmeasured = screen(_units(2), Listed(*units), 2, None, None)
+    assert all(e.cosine is None and e.outcome.reason is None for u in unmeasured for e in u)
+
+
+def test_a_unit_whose_candidates_all_fail_keeps_every_rejection() -> None:
+    candidates = [_candidate("navy"), _candidate("teal")]
+    measured = Measured({"navy": 0.999, "teal": 0.9999})
+
+    generator = Listed(candidates)
+    [examined] = screen(_units(1), generator, 2, measured, 0.99)
+
+    assert [e.number for e in examined] == [0, 1]
+    assert generator.asked == [[(0, 2)], [(0, 2)]]  # the second round finds none left
+    assert all((e.outcome.reason or "").startswith("near-copy") for e in examined)
+
+
+def test_the_report_bins_measured_cosines_of_kept_and_rejected_negatives() -> None:
+    negatives = pl.DataFrame(
+        {
+            "cosine_to_positive": [0.5, 0.96, 0.985, 0.992, 0.9995, None],
+            "status": ["valid", "valid", "valid", "invalid", "invalid", "invalid"],
+        },
+        schema={"cosine_to_positive": pl.Float32, "status": pl.String},
+    )
+
+    found = cosine_histogram(negatives)
+
+    assert found["measured"] == 5  # the unmeasured (an invalid reply) is not binned
+    assert {k: v for k, v in found["valid"].items() if v} == {
+        "<0.8": 1,
+        "0.95-0.97": 1,
+        "0.98-0.99": 1,
+    }
+    assert {k: v for k, v in found["rejected_near_copies"].items() if v} == {
+        "0.99-0.995": 1,
+        ">=0.999": 1,
+    }
+    assert found["valid_share_at_or_above_0.99"] == 0.0
+    assert found["valid_median"] == 0.96
