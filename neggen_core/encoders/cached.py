@@ -1,8 +1,8 @@
 """Texts to vectors through the dataset's vector cache, and an item's joint vector.
 
-Two stages encode: negatives (each candidate negative and its positive, to reject near-copies)
-and embeddings (every text it writes). Both go through `CachedEncoder` with the same cache
-identity, so a text the negatives stage encoded is read back, not encoded again, by embeddings.
+The embeddings stage encodes through `CachedEncoder` (a text encoded by an earlier version is
+not encoded again); the negatives stage measures its candidates with `joint_vectors`, batch by
+batch and without the cache, so that its decisions never depend on another run's encodings.
 """
 
 from __future__ import annotations
@@ -73,26 +73,22 @@ class CachedEncoder:
             self.cache.put([keys[i] for i in missing], fresh)
         return vectors, len(missing)
 
-    def joint_vectors(
-        self, rows: Sequence[tuple[str, str | None]], known: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, int]:
-        """The joint vector of each (text, visual description or None) row; and how many texts
-        were encoded. Texts not in `known` are encoded together, whether the cache has them or
-        not, kept in the cache where it has not, and added to `known`: a text's vector then
-        depends only on the calls made with the same `known`, not on what other runs (another
-        shard, an earlier round) encoded first, so a rebuild gives the same bits."""
-        fresh = sorted({t for row in rows for t in row if t is not None} - known.keys())
-        if fresh:
-            vectors = self.encoder.encode(fresh)
-            if self.cache is not None:
-                keys = [text_key(t) for t in fresh]
-                _, missing = self.cache.get(keys)
-                self.cache.put([keys[i] for i in missing], vectors[missing])
-            known.update(zip(fresh, vectors, strict=True))
-        text = np.zeros((len(rows), self.dim), np.float32)
-        visual = np.zeros((len(rows), self.dim), np.float32)
-        for r, (t, v) in enumerate(rows):
-            text[r] = known[t]
-            if v is not None:
-                visual[r] = known[v]
-        return joint(text, visual), len(fresh)
+
+def joint_vectors(
+    encoder: TextEncoder, rows: Sequence[tuple[str, str | None]], known: dict[str, np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """The joint vector of each (text, visual description or None) row; and how many texts
+    were encoded. Texts not in `known` are encoded together and added to it. Nothing is read
+    from or written to a vector cache: a text's vector then depends only on the calls made
+    with the same `known` (one batch of a stage), never on what another shard or run encoded
+    first, so a rebuild, sharded or not, gives the same bits."""
+    fresh = sorted({t for row in rows for t in row if t is not None} - known.keys())
+    if fresh:
+        known.update(zip(fresh, encoder.encode(fresh), strict=True))
+    text = np.zeros((len(rows), encoder.dim), np.float32)
+    visual = np.zeros((len(rows), encoder.dim), np.float32)
+    for r, (t, v) in enumerate(rows):
+        text[r] = known[t]
+        if v is not None:
+            visual[r] = known[v]
+    return joint(text, visual), len(fresh)

@@ -32,7 +32,8 @@ from neggen_core.attributes.contract import (
 )
 from neggen_core.categories import category_lineage
 from neggen_core.config import NeggenConfig
-from neggen_core.encoders.cached import CachedEncoder
+from neggen_core.encoders.cached import joint_vectors
+from neggen_core.encoders.text import TextEncoder
 from neggen_core.ingest.contract import read_interactions, read_items
 from neggen_core.llm.backend import open_vllm, uses_vllm
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
@@ -110,11 +111,12 @@ class NegativesJob:
         return self.settings.per_item + self.settings.spare
 
     @cached_property
-    def encoder(self) -> CachedEncoder | None:
-        """The embeddings stage's encoder and vector cache, where near-copies are checked."""
+    def encoder(self) -> TextEncoder | None:
+        """The embeddings stage's encoder, where near-copies are checked."""
         if self.settings.max_cosine is None:
             return None
-        return CachedEncoder(self.config.embeddings, self.store)
+        settings = self.config.embeddings
+        return TextEncoder(settings.encoder, settings.encode_batch_size, settings.encoder_backend)
 
     def similarity(self, pairs: Sequence[tuple[Positive, Outcome]]) -> np.ndarray:
         """The cosine of each candidate's joint vector to its positive's."""
@@ -122,7 +124,7 @@ class NegativesJob:
         rows = [(p.item.text(), p.visual_description) for p, _ in pairs]
         rows += [(o.completed.text, o.completed.visual_description) for _, o in pairs]
         began = time.perf_counter()
-        vectors, encoded = self.encoder.joint_vectors(rows, self.known)
+        vectors, encoded = joint_vectors(self.encoder, rows, self.known)
         self.encoding["encode_seconds"] += time.perf_counter() - began
         self.encoding["texts_encoded"] += encoded
         positives, negatives = vectors[: len(pairs)], vectors[len(pairs) :]

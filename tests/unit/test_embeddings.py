@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
 from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS, NEGATIVES
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
+from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.artifacts.vectors import vector_array, vectors_of
 from neggen_core.attributes.contract import item_inputs
 from neggen_core.config import NeggenConfig, load_config
@@ -150,30 +149,24 @@ def test_a_killed_run_resumes_to_the_same_artifact(
     upstream: dict[str, ArtifactRef] = {}
     for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings")]:
         upstream[stage] = run_stage(config, stage, upstream).ref
-    original = ArtifactWriter.write_table
-    parts: list[int] = []
+    original = TextEncoder.encode
+    calls: list[int] = []
 
-    def dies_at_the_second_part(
-        self: ArtifactWriter, table: str, data: pa.Table | pl.DataFrame, part: int = 0
-    ) -> None:
-        if table == "text_vectors":
-            parts.append(part)
-            if len(parts) == 2:
-                raise KeyboardInterrupt("killed")
-        original(self, table, data, part=part)
+    def dies_in_the_second_part(self: TextEncoder, texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, texts)
 
-    monkeypatch.setattr(ArtifactWriter, "write_table", dies_at_the_second_part)
+    monkeypatch.setattr(TextEncoder, "encode", dies_in_the_second_part)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, "embeddings", upstream)
-    monkeypatch.setattr(ArtifactWriter, "write_table", original)
+    monkeypatch.setattr(TextEncoder, "encode", original)
     resumed = run_stage(config, "embeddings", upstream).ref
     assert resumed.version == refs["embeddings"].version
     killed_store = open_store(config)
     report = killed_store.read_json(resumed, "report.json")
-    # the negatives stage encoded every text (near-copy checks) into the vector cache
-    assert report["texts_encoded_this_attempt"] == 0
-    first_part = config.embeddings.batch_size
-    assert report["texts_from_cache_this_attempt"] == report["unique_texts"] - first_part
+    assert report["texts_encoded_this_attempt"] == report["unique_texts"] - calls[0]
     for table in TABLES:
         assert read_embeddings(killed_store, resumed, table).equals(
             read_embeddings(store, refs["embeddings"], table)
