@@ -39,7 +39,10 @@ def _number(value: str) -> tuple[float, str] | None:
 
 
 def quality(config_path: Path, root: str) -> dict[str, Any]:
-    config = load_config(config_path, [f"artifacts.root={root}", "negatives.controls=false"])
+    config = load_config(
+        config_path,
+        [f"artifacts.root={root}", "negatives.controls=false", "negatives.max_cosine=0.99"],
+    )
     ingest = run_stage(config, "ingest", {}).ref
     attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
     started = time.perf_counter()

@@ -183,12 +183,14 @@ class NegativesConfig(StrictModel):
         "or a near-copy (the vLLM backend asks for them all: per_item + spare requests).",
     )
     max_cosine: float | None = Field(
-        0.99,
+        None,
         gt=0,
         le=1,
         description="A negative whose joint vector (embeddings.encoder, text + visual "
-        "description) is at least this close to its positive's is rejected as a near-copy; "
-        "null: no check (nothing encoded here).",
+        "description) is at least this close to its positive's is rejected as a near-copy, "
+        "e.g. 0.99; null (the default): no check, nothing encoded here. On Office 0.99 rejects "
+        "30% of the candidates and leaves 78% of the items with per_item negatives (96% "
+        "without), with no significant change in NegGen's test Recall@20.",
     )
     batch_size: int = Field(512, ge=1, description="Items (or pairs) per part file.")
     seed: int = Field(0, description="Base seed; each round derives its own.")

@@ -101,7 +101,7 @@ def test_check_rejects_a_negative_that_changes_nothing_or_too_much() -> None:
 
 
 def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -> None:
-    store, ingest, ref = _build(_config(root))
+    store, ingest, ref = _build(_config(root, "negatives.max_cosine=0.99"))
     written = store.read_frame(ref, "negatives", NEGATIVES)
     negatives = written.filter(pl.col("kind") == "key")
     controls = written.filter(pl.col("kind") == "control")
@@ -144,7 +144,7 @@ def test_demo_negatives_change_only_key_features_in_both_modalities(root: str) -
         for change in row["interventions"]:
             assert (row["item_idx"], change["modality"], change["name"]) not in keys
     # the key negatives do not depend on whether controls are written
-    _, _, alone = _build(_config(root, "negatives.controls=false"))
+    _, _, alone = _build(_config(root, "negatives.max_cosine=0.99", "negatives.controls=false"))
     without = store.read_frame(alone, "negatives", NEGATIVES)
     assert set(without["kind"]) == {"key"}
     assert without.drop("prompt_version").equals(negatives.drop("prompt_version"))
