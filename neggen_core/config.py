@@ -179,8 +179,8 @@ class NegativesConfig(StrictModel):
     spare: int = Field(
         4,
         ge=0,
-        description="Candidates per unit beyond per_item, taken in order where one is invalid "
-        "or a near-copy (the vLLM backend asks for them all: per_item + spare requests).",
+        description="Candidates per unit beyond per_item, each generated (a vLLM "
+        "request) only where an earlier one is invalid or a near-copy.",
     )
     max_cosine: float | None = Field(
         None,
