@@ -1,7 +1,9 @@
 """Training benchmark: seconds per epoch (train and valid evaluation apart) and peak RSS for
-LightGCN+RNS, LightGCN+DNS, NegGen(LightGCN)+RNS and MF+RNS, side by side in one run, each method
-in its own process (so that its peak RSS is its own); then full-ranking evaluation of every user
-(users/s). The artifacts up to embeddings are built once (or reused) under --root.
+LightGCN+RNS, LightGCN+DNS, NegGen(LightGCN)+RNS, MF+RNS, FREEDOM+RNS (MMRec's settings),
+VBPR+RNS and NegGen(FREEDOM)+RNS, side by side in one run, each method in its own process (so
+that its peak RSS is its own); then full-ranking evaluation of every user (users/s). The
+artifacts up to embeddings are built once (or reused) under --root. MMRec's FREEDOM on the same
+Office split and machine is shown beside ours (measured outside this script; labelled so).
 
     python bench/train.py [--config configs/office.yaml] [--epochs 5]
     python bench/train.py --config demo-baby          # the baby-scale demo catalogue
@@ -26,7 +28,7 @@ from neggen_core.models.registry import MethodId, build_model, build_sampler
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store
 from neggen_core.train.compute import fit
-from neggen_core.train.contract import load_training_data
+from neggen_core.train.contract import load_training_data, reads_features
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -36,7 +38,12 @@ METHODS = {
     "lightgcn+dns": ["train.model=lightgcn", "train.sampler=dns"],
     "neggen(lightgcn)+rns": ["train.model=neggen", "train.backbone=lightgcn", "train.sampler=rns"],
     "mf+rns": ["train.model=mf", "train.sampler=rns"],
+    "freedom+rns": ["train.model=freedom", "train.sampler=rns"],
+    "vbpr+rns": ["train.model=vbpr", "train.sampler=rns"],
+    "neggen(freedom)+rns": ["train.model=neggen", "train.backbone=freedom", "train.sampler=rns"],
 }
+# MMRec's FREEDOM (dropout 0.8, reg_weight 0) on the Office split, on this machine (issue 19)
+MMREC_FREEDOM_OFFICE = {"train_seconds_per_epoch": 0.4, "valid_eval_seconds_per_epoch": 0.6}
 
 
 def _config(name: str, root: str, more: list[str]) -> NeggenConfig:
@@ -50,11 +57,12 @@ def measure(name: str, root: str, method: str, epochs: int) -> dict[str, Any]:
     """One method's epochs (the first one apart, as warm-up) and a full evaluation."""
     config = _config(name, root, [*METHODS[method], f"train.epochs={epochs + 1}"])
     store = open_store(config)
-    refs = {}
+    refs: dict[str, Any] = {}
     for stage in STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]:
         refs[stage] = run_stage(config, stage, refs).ref
-    features = refs["embeddings"] if config.train.model == "neggen" else None
-    data = load_training_data(store, refs["ingest"], features)
+    features = refs["embeddings"] if reads_features(config) else None
+    negatives = "key" if config.train.model == "neggen" else None
+    data = load_training_data(store, refs["ingest"], features, negatives=negatives)
     model = build_model(config.train, data)
     evaluator = Evaluator(data, config.evaluate)
     result = fit(model, build_sampler(config.train, data), data, evaluator, config.train)
@@ -118,7 +126,18 @@ def main() -> None:
         methods["neggen(lightgcn)+rns"]["epoch_seconds"] / methods["lightgcn+rns"]["epoch_seconds"],
         3,
     )
+    freedom = methods["freedom+rns"]["epoch_seconds"]
+    results["freedom_epoch_over_lightgcn_rns"] = round(
+        freedom / methods["lightgcn+rns"]["epoch_seconds"], 3
+    )
     dataset = _config(args.config, args.root, []).dataset.name
+    if dataset == "office":
+        mmrec = MMREC_FREEDOM_OFFICE
+        results["mmrec_freedom"] = {
+            **mmrec,
+            "source": "MMRec (enoche/MMRec), measured outside this script on this machine",
+        }
+        results["freedom_epoch_over_mmrec"] = round(freedom / sum(mmrec.values()), 3)
     out = Path(args.out or HERE / "results" / f"train-{dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -258,10 +258,44 @@ class SamplersConfig(StrictModel):
     ahns: AhnsConfig = Field(default_factory=AhnsConfig)
 
 
-ModelName = Literal["mf", "lightgcn", "neggen"]
-BackboneName = Literal["mf", "lightgcn"]
+ModelName = Literal["mf", "lightgcn", "vbpr", "freedom", "neggen"]
+BackboneName = Literal["mf", "lightgcn", "vbpr", "freedom"]
 SamplerName = Literal["rns", "dns", "mixgcf", "ahns"]
+MULTIMODAL_BACKBONES: tuple[BackboneName, ...] = ("vbpr", "freedom")  # read the modal features
 NegGenAblation = Literal["none", "no_causal", "no_alignment", "real_only", "random_intervention"]
+
+
+class FreedomConfig(StrictModel):
+    """FREEDOM's settings (Zhou and Shen, ACM MM 2023), MMRec's defaults."""
+
+    knn_k: int = Field(10, ge=1, description="Neighbours of an item in each modality's kNN graph.")
+    image_weight: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Weight of the image graph in the item-item graph (MMRec's mm_image_weight); "
+        "the text graph has the rest. Used only where items have image features.",
+    )
+    item_graph_layers: int = Field(
+        1, ge=1, description="Propagations over the frozen item-item graph (n_mm_layers)."
+    )
+    layers: int = Field(
+        2, ge=1, description="LightGCN propagations over the user-item graph (n_ui_layers)."
+    )
+    dropout: float = Field(
+        0.8,
+        ge=0,
+        lt=1,
+        description="Share of user-item edges pruned each epoch, sampled with probability "
+        "proportional to 1/sqrt(d_u d_i) (degree-sensitive pruning); 0 keeps the whole graph.",
+    )
+    reg_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the BPR of the users' embeddings against the items' projected "
+        "modal features (MMRec's reg_weight). FREEDOM has no L2 term: train.reg_weight is not "
+        "used.",
+    )
 
 
 class NegGenSettings(StrictModel):
@@ -296,11 +330,21 @@ class NegGenSettings(StrictModel):
         "attribute in the positive's category in train, the highest-scored; a uniform draw, "
         "counted, where none is) or uniform (a uniform draw, the control).",
     )
+    virtual_node: bool = Field(
+        False,
+        description="FREEDOM only: a generated negative enters the frozen item-item graph as a "
+        "virtual node (its own nearest real items, from its own vector) instead of taking its "
+        "positive's place there.",
+    )
 
 
 class TrainConfig(StrictModel):
-    model: ModelName = Field("neggen", description="The recommender: mf, lightgcn or neggen.")
-    backbone: BackboneName = Field("lightgcn", description="NegGen's backbone: mf or lightgcn.")
+    model: ModelName = Field(
+        "neggen", description="The recommender: mf, lightgcn, vbpr, freedom or neggen."
+    )
+    backbone: BackboneName = Field(
+        "lightgcn", description="NegGen's backbone: mf, lightgcn, vbpr or freedom."
+    )
     sampler: SamplerName = Field(
         "rns", description="Real-negative sampler: rns, dns, mixgcf, ahns."
     )
@@ -317,7 +361,19 @@ class TrainConfig(StrictModel):
     )
     seed: int = Field(999)
     samplers: SamplersConfig = Field(default_factory=SamplersConfig)
+    freedom: FreedomConfig = Field(default_factory=FreedomConfig)
     neggen: NegGenSettings = Field(default_factory=NegGenSettings)
+
+    @model_validator(mode="after")
+    def _virtual_node_needs_freedom(self) -> TrainConfig:
+        if self.neggen.virtual_node and self.backbone != "freedom":
+            raise ValueError("train.neggen.virtual_node needs train.backbone freedom")
+        return self
+
+    @property
+    def backbone_in_use(self) -> BackboneName:
+        """The backbone trained: NegGen's, or the model itself."""
+        return self.backbone if self.model == "neggen" else self.model
 
 
 class EvaluateConfig(StrictModel):
@@ -421,6 +477,12 @@ def _default_grid() -> dict[str, dict[str, tuple[Any, ...]]]:
         "dns": {"train.samplers.dns.pool": (4, 8, 16, 32)},
         "mixgcf": {"train.samplers.mixgcf.pool": (4, 8, 16, 32)},
         "ahns": {"train.samplers.ahns.beta": (0.1, 1.0), "train.samplers.ahns.p": (-2.0, -1.0)},
+        # a backbone's grid (MMRec's), searched with every baseline's on that backbone
+        "freedom": {
+            "train.freedom.dropout": (0.8, 0.9),
+            "train.freedom.reg_weight": (0.0, 1e-5, 1e-4, 1e-3),
+        },
+        "vbpr": {"train.reg_weight": (2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5)},
     }
 
 
@@ -449,8 +511,9 @@ class CompareConfig(StrictModel):
     grid: dict[str, dict[str, tuple[Any, ...]]] = Field(
         default_factory=_default_grid,
         description="Per method, config keys and their values (the grid of its search; "
-        "neggen's also serves its ablations, each searched on its own); each point is trained "
-        "with the first seed and the best on valid Recall@20 is kept.",
+        "neggen's also serves its ablations, each searched on its own), and per backbone the "
+        "grid searched with every baseline on it (NegGen takes its baseline's choice); each "
+        "point is trained with the first seed and the best on valid Recall@20 is kept.",
     )
     grid_backbones: tuple[str, ...] | None = Field(
         None,

@@ -185,13 +185,24 @@ def modal_arrays(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.nda
 
 
 def item_features(
-    items: pa.Table, negatives: pa.Table, kind: str = "key", skip_flagged: bool = True
+    items: pa.Table, negatives: pa.Table | None, kind: str = "key", skip_flagged: bool = True
 ) -> ItemFeatures:
     """The features of the item embedding rows (one per item, by item_idx) and of the
     generated negatives of `kind` (key, or control: changing attributes that are not key
-    features), without those flagged as possible false negatives when `skip_flagged`."""
+    features), without those flagged as possible false negatives when `skip_flagged`; with
+    no negatives table, none."""
     with_visual = items.column("visual_vector").null_count < items.num_rows
     item_modal, item_present = modal_arrays(items, with_visual)
+    if negatives is None:
+        none = np.zeros((0, *item_modal.shape[1:]), dtype=np.float32)
+        return ItemFeatures.build(
+            item_modal,
+            item_present,
+            none,
+            np.zeros((0, item_modal.shape[1]), dtype=bool),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=object),
+        )
     negatives = negatives.filter(pc.equal(negatives.column("kind"), kind))
     if skip_flagged:
         flagged = negatives.column("possible_false_negative").to_numpy(zero_copy_only=False)

@@ -10,10 +10,11 @@ build next, and the flow (`flows/compare.py`) maps those over its task runner as
 known; `built_plan` and `valid_score` read the scores of runs already built.
 
 1. Search, the same budget for every method: a method's points are its whole grid
-   (`compare.grid[name]`, every combination) when it has at most `compare.budget` of them, else
-   a seeded random sample of `budget` points, kept in grid order (the same sample for NegGen and
-   each of its ablations). Each point is trained with the first seed; the best valid Recall@20
-   is chosen (ties: the first in grid order). NegGen's ablations are searched as NegGen is, each
+   (`compare.grid[name]`, and for a baseline its backbone's `compare.grid[backbone]`, every
+   combination) when it has at most `compare.budget` of them, else a seeded random sample of
+   `budget` points, kept in grid order (the same sample for NegGen and each of its ablations).
+   Each point is trained with the first seed; the best valid Recall@20 is chosen (ties: the
+   first in grid order). NegGen's ablations are searched as NegGen is, each
    on its own: a control tuned less than the method it controls would flatter the method.
 2. NegGen's real negatives: the baselines are searched first; NegGen and its ablations then
    take the sampler (among rns, dns, ahns) whose baseline on the same backbone did best on
@@ -202,9 +203,16 @@ def comparison_config(
     return config
 
 
+def method_grid(config: NeggenConfig, method: Method) -> dict[str, tuple[Any, ...]]:
+    """The method's grid: its backbone's (`compare.grid[backbone]`, a baseline's only: NegGen
+    takes the values its baseline chose) and its own (`compare.grid[name]`)."""
+    backbone = {} if method.is_neggen else config.compare.grid.get(method.backbone, {})
+    return {**backbone, **config.compare.grid.get(method.base, {})}
+
+
 def grid_points(config: NeggenConfig, method: Method) -> list[Params]:
     """Every combination of the method's grid, in grid order (one empty point without a grid)."""
-    grid = config.compare.grid.get(method.base, {})
+    grid = method_grid(config, method)
     keys = list(grid)
     return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
 
@@ -217,7 +225,10 @@ def search_points(config: NeggenConfig, method: Method) -> list[Params]:
     budget = config.compare.budget
     if len(points) <= budget:
         return points
-    rng = random.Random(f"{config.train.seed}:{method.base}")
+    name = method.base
+    if not method.is_neggen and method.backbone in config.compare.grid:
+        name = f"{method.backbone}+{name}"
+    rng = random.Random(f"{config.train.seed}:{name}")
     return [points[i] for i in sorted(rng.sample(range(len(points)), budget))]
 
 
@@ -235,6 +246,11 @@ def check(config: NeggenConfig) -> Plan:
                 f"(known: {', '.join(BACKBONES)})"
             )
     for base, grid in config.compare.grid.items():
+        if base not in (*SAMPLERS, "neggen", *BACKBONES):
+            raise ConfigError(
+                f"compare.grid.{base}: not a method (a sampler, neggen) or a backbone (known: "
+                f"{', '.join((*SAMPLERS, 'neggen', *BACKBONES))})"
+            )
         for key in grid:
             if not key.startswith("train."):
                 raise ConfigError(

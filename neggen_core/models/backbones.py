@@ -1,5 +1,6 @@
 """Collaborative backbones: MF (BPR-MF, Rendle et al., UAI 2009) and LightGCN (He et al., SIGIR
-2020), as MMRec implements them: Xavier-initialised ego embeddings, BPR loss, and MMRec's
+2020), as MMRec implements them (the multi-modal VBPR and FREEDOM build on them:
+`neggen_core/models/multimodal.py`): Xavier-initialised ego embeddings, BPR loss, and MMRec's
 `EmbLoss` (L2 norms of the batch's ego embeddings over the batch size) times `reg_weight`.
 
 Both expose their embeddings layer by layer (`layers()`: (hops, n, d), hop 0 the ego embeddings;
@@ -48,29 +49,60 @@ def normalized_adjacency(
 
 
 class _Propagate(torch.autograd.Function):
-    """A @ x for the symmetric normalised adjacency A: the gradient is A @ grad, so autograd
-    need not transpose A (a sort of its indices) at every step."""
+    """A @ x with A's transpose given (A itself when symmetric, as the normalised adjacency):
+    the gradient is A^T @ grad, so autograd need not transpose A (a sort of its indices) at
+    every step."""
 
     @staticmethod
-    def forward(ctx: Any, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.adjacency = adjacency
+    def forward(
+        ctx: Any, adjacency: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.transpose = transpose
         return adjacency @ x
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, ctx.adjacency @ grad.contiguous()
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        return None, None, ctx.transpose @ grad.contiguous()
+
+
+def propagate(
+    adjacency: torch.Tensor, x: torch.Tensor, transpose: torch.Tensor | None = None
+) -> torch.Tensor:
+    """adjacency @ x; `transpose` is adjacency's transpose (default: adjacency, symmetric)."""
+    out: torch.Tensor = _Propagate.apply(  # type: ignore[no-untyped-call]
+        adjacency, adjacency if transpose is None else transpose, x
+    )
+    return out
+
+
+def lightgcn_layers(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """(n_layers + 1, n, d): the ego embeddings and each propagation over `adjacency`."""
+    stacked = [ego]
+    for _ in range(n_layers):
+        stacked.append(propagate(adjacency, stacked[-1]))
+    return torch.stack(stacked)
 
 
 class Backbone(Recommender):
-    """Shared by MF and LightGCN: ego embeddings, the batch's BPR, scoring."""
+    """Shared by every backbone: ego embeddings, the batch's BPR, scoring. `dim` is the width
+    of the final embeddings that score (VBPR's item ego embeddings are `item_dim` wide, its
+    visual part the rest)."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, reg_weight: float, seed: int):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        reg_weight: float,
+        seed: int,
+        item_dim: int | None = None,
+    ):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.reg_weight = reg_weight
         generator = torch.Generator().manual_seed(seed)
         self.user_embedding = nn.Parameter(torch.empty(n_users, dim))
-        self.item_embedding = nn.Parameter(torch.empty(n_items, dim))
+        self.item_embedding = nn.Parameter(torch.empty(n_items, item_dim or dim))
         nn.init.xavier_uniform_(self.user_embedding, generator=generator)
         nn.init.xavier_uniform_(self.item_embedding, generator=generator)
         self._final: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -170,10 +202,6 @@ class LightGCN(Backbone):
         self.hops = n_layers + 1
 
     def layers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        current = torch.cat([self.user_embedding, self.item_embedding])
-        stacked = [current]
-        for _ in range(self.n_layers):
-            current = _Propagate.apply(self.adjacency, current)  # type: ignore[no-untyped-call]
-            stacked.append(current)
-        everything = torch.stack(stacked)
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        everything = lightgcn_layers(self.adjacency, ego, self.n_layers)
         return everything[:, : self.n_users], everything[:, self.n_users :]

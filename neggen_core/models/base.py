@@ -48,6 +48,9 @@ class Recommender(nn.Module, ABC):
     def calculate_loss(self, batch: Batch) -> Losses:
         """The batch's loss, a scalar tensor with its gradient, and its parts."""
 
+    def pre_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch's batches (FREEDOM prunes its graph)."""
+
     @abstractmethod
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         """(len(users), n_items) scores of `users` (int64, (U,)) for every item."""

@@ -1,5 +1,5 @@
 """NegGen's causal learning module ("Generating Negative Samples for Multi-Modal
-Recommendation", Liu et al., arXiv 2501.15183) on an MF or LightGCN backbone.
+Recommendation", Liu et al., arXiv 2501.15183) on any backbone (MF, LightGCN, VBPR, FREEDOM).
 
 A positive item i and a generated negative i- differ only in the intervened key features. Their
 modal features m (the text and visual-description vectors) go through A, an attention/projection
@@ -79,6 +79,7 @@ from neggen_core.config import NegGenSettings
 from neggen_core.data import ItemFeatures
 from neggen_core.models.backbones import Backbone
 from neggen_core.models.base import Batch, Losses, Recommender, bpr_loss
+from neggen_core.models.multimodal import Freedom, VirtualNodes
 
 
 class ModalAttention(nn.Module):
@@ -160,6 +161,13 @@ class NegGen(Recommender):
         self.attention = ModalAttention(features.modalities, features.dim, backbone.dim, generator)
         self.effect = EffectMLP(backbone.dim, settings.effect_max_norm, generator)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.virtual: VirtualNodes | None = None
+        if settings.virtual_node:
+            if not isinstance(backbone, Freedom):
+                raise ValueError("a virtual node needs FREEDOM's item-item graph")
+            self.virtual = backbone.virtual_nodes(
+                features.negative_modal.numpy(), features.negative_present.numpy()
+            )
 
     @property
     def causal(self) -> bool:
@@ -172,6 +180,9 @@ class NegGen(Recommender):
     def train(self, mode: bool = True) -> NegGen:
         self._cache = None
         return super().train(mode)
+
+    def pre_epoch(self, epoch: int) -> None:
+        self.backbone.pre_epoch(epoch)
 
     def _weights(self, modal: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Attention weights over the modalities; with one modality they are 1, uncomputed."""
@@ -210,6 +221,18 @@ class NegGen(Recommender):
         difference = f.negative_minus_item[rows]  # m(i-) - m(i)
         return Effects(self._pooled(-difference, weights), self._pooled(difference, weights))
 
+    def collaborative(
+        self, positive: torch.Tensor, owners: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """The collaborative embeddings of generated negatives `rows` of positives `owners`:
+        their positives' (`positive`); with `virtual_node` (FREEDOM), the positive's item-graph
+        term replaced by the negative's own, from its nearest real items."""
+        if self.virtual is None:
+            return positive
+        assert isinstance(self.backbone, Freedom)
+        before, graph = self.backbone.graph_terms()
+        return positive - graph[owners] + self.virtual.term(rows, before)
+
     def calculate_loss(self, batch: Batch) -> Losses:
         if batch.negatives.ndim != 1:
             raise ValueError("NegGen takes real negatives as items (rns, dns or ahns), not a pool")
@@ -228,11 +251,15 @@ class NegGen(Recommender):
         if not len(rows):
             return Losses(total, parts)
 
-        effects = self.effects(batch.generated[rows])
+        generated_rows = batch.generated[rows]
+        effects = self.effects(generated_rows)
         # the negative is its positive with the intervention applied: the same collaborative
         # embedding, the content moved by the effect of the intervention (no_causal: its own)
         moved = positive_content[rows] + effects.negative if self.causal else effects.negative
-        against = user[rows] * (embedded.positive[rows] + weight * moved)
+        collaborative = self.collaborative(
+            embedded.positive[rows], batch.positives[rows], generated_rows
+        )
+        against = user[rows] * (collaborative + weight * moved)
         generated = bpr_loss(positive_score[rows], against.sum(-1))
         total = total + self.settings.generated_weight * generated
         parts["generated"] = generated.item()
@@ -279,7 +306,8 @@ class NegGen(Recommender):
         owner = self.features.negative_owner[distinct]
         effects = self.effects(distinct)
         moved = self.content(owner) + effects.negative if self.causal else effects.negative
-        negative = item_layers.mean(0)[owner] + self.settings.effect_weight * moved
+        collaborative = self.collaborative(item_layers.mean(0)[owner], owner, distinct)
+        negative = collaborative + self.settings.effect_weight * moved
         user = user_layers.mean(0)[users]
         scores = (user[:, None, :] * negative[inverse]).sum(-1)
         return scores.masked_fill(rows < 0, float("-inf"))

@@ -8,18 +8,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from neggen_core.config import BackboneName, ModelName, SamplerName, TrainConfig
-from neggen_core.data import TrainingData
+from neggen_core.data import ItemFeatures, TrainingData
 from neggen_core.errors import ConfigError
 from neggen_core.models.backbones import MF, Backbone, LightGCN, normalized_adjacency
 from neggen_core.models.base import Recommender
+from neggen_core.models.multimodal import VBPR, Freedom
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.samplers import AHNS, DNS, RNS, MixGCF, Sampler
+
+
+def _features(name: str, data: TrainingData) -> ItemFeatures:
+    if data.features is None:
+        raise ConfigError(f"{name} needs the items' modal features (the embeddings stage's)")
+    return data.features
 
 
 def _backbone(name: str, settings: TrainConfig, data: TrainingData) -> Backbone:
     common = (data.n_users, data.n_items, settings.embedding_size, settings.reg_weight)
     if name == "mf":
         return MF(*common, seed=settings.seed)
+    if name == "vbpr":
+        return VBPR(*common, seed=settings.seed, features=_features(name, data).item_modal)
+    if name == "freedom":
+        features = _features(name, data)
+        return Freedom(
+            data.n_users,
+            data.n_items,
+            settings.embedding_size,
+            settings.seed,
+            data.train_users,
+            data.train_items,
+            features.item_modal,
+            features.item_present,
+            settings.freedom,
+        )
     adjacency = normalized_adjacency(data.n_users, data.n_items, data.train_users, data.train_items)
     return LightGCN(*common, seed=settings.seed, adjacency=adjacency, n_layers=settings.n_layers)
 
@@ -41,10 +63,14 @@ def _neggen(settings: TrainConfig, data: TrainingData) -> Recommender:
 BACKBONES: dict[BackboneName, Callable[[str, TrainConfig, TrainingData], Backbone]] = {
     "mf": _backbone,
     "lightgcn": _backbone,
+    "vbpr": _backbone,
+    "freedom": _backbone,
 }
 MODELS: dict[ModelName, Callable[[TrainConfig, TrainingData], Recommender]] = {
     "mf": lambda settings, data: _backbone("mf", settings, data),
     "lightgcn": lambda settings, data: _backbone("lightgcn", settings, data),
+    "vbpr": lambda settings, data: _backbone("vbpr", settings, data),
+    "freedom": lambda settings, data: _backbone("freedom", settings, data),
     "neggen": _neggen,
 }
 NEGGEN_SAMPLERS = ("rns", "dns", "ahns")  # samplers of real items (MixGCF mixes embeddings)

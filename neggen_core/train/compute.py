@@ -152,6 +152,7 @@ def fit(
         rng = np.random.default_rng([settings.seed, epoch])
         order = rng.permutation(n_train)
         model.train()
+        model.pre_epoch(epoch)
         sums = dict.fromkeys(("loss", *LOSS_PARTS), 0.0)
         seen = dict.fromkeys(sums, 0)
         with_negatives, fallbacks = 0, 0

@@ -22,7 +22,7 @@ import torch
 from neggen_core.artifacts.schemas import TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.attributes.contract import item_categories, read_attributes
-from neggen_core.config import NeggenConfig
+from neggen_core.config import MULTIMODAL_BACKBONES, NeggenConfig
 from neggen_core.data import (
     ItemFeatures,
     NegativeChoices,
@@ -46,17 +46,25 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def reads(config: NeggenConfig) -> tuple[str, ...]:
-    """NegGen reads the modal features and the generated negatives (embeddings); a baseline
-    reads only the interactions."""
-    return ("ingest", "embeddings") if config.train.model == "neggen" else ("ingest",)
+    """NegGen reads the modal features and the generated negatives, VBPR and FREEDOM the modal
+    features (embeddings); MF and LightGCN only the interactions."""
+    return ("ingest", "embeddings") if reads_features(config) else ("ingest",)
+
+
+def reads_features(config: NeggenConfig) -> bool:
+    return config.train.model == "neggen" or config.train.backbone_in_use in MULTIMODAL_BACKBONES
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), and only
-    the sampler in use keeps its settings."""
+    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), only the
+    sampler in use keeps its settings, and FREEDOM's only where FREEDOM trains."""
     train = config.train.model_dump(mode="json")
     if config.train.model != "neggen":
         del train["neggen"], train["backbone"]
+    elif not config.train.neggen.virtual_node:
+        del train["neggen"]["virtual_node"]  # off: the versions of before it existed
+    if config.train.backbone_in_use != "freedom":
+        del train["freedom"]
     train["samplers"] = {
         name: value for name, value in train["samplers"].items() if name == config.train.sampler
     }
@@ -73,18 +81,19 @@ def training_data(
     upstream: Mapping[str, ArtifactRef],
     for_training: bool = False,
 ) -> TrainingData:
-    """The split, and the modal features when the model uses them; `for_training` also the
-    arrays of the per-user choice of generated negatives when the config makes one (ranking
-    does not need them)."""
+    """The split, and the modal features when the model uses them (with the generated
+    negatives for NegGen); `for_training` also the arrays of the per-user choice of generated
+    negatives when the config makes one (ranking does not need them)."""
     neggen = config.train.model == "neggen"
     settings = config.train.neggen
+    negatives = "control" if settings.ablation == "random_intervention" else "key"
     return load_training_data(
         store,
         upstream["ingest"],
-        upstream["embeddings"] if neggen else None,
+        upstream["embeddings"] if reads_features(config) else None,
         skip_flagged=settings.skip_possible_false_negatives,
-        negatives="control" if settings.ablation == "random_intervention" else "key",
-        choices=for_training and settings.negative_choice == "per_user",
+        negatives=negatives if neggen else None,
+        choices=neggen and for_training and settings.negative_choice == "per_user",
     )
 
 
@@ -93,13 +102,15 @@ def load_features(
     embeddings: ArtifactRef,
     n_items: int,
     skip_flagged: bool,
-    kind: str = "key",
+    kind: str | None = "key",
 ) -> ItemFeatures:
     """The items' modal features and the generated negatives of `kind` (key, or control: the
-    negatives that change attributes that are not key features)."""
+    negatives that change attributes that are not key features; None: no negative)."""
     items = read_embeddings(store, embeddings, "item_embeddings")
     if items.num_rows != n_items:
         raise ArtifactError(f"{embeddings.uri}: {items.num_rows} item rows, expected {n_items}")
+    if kind is None:
+        return item_features(items, None)
     negatives = read_embeddings(store, embeddings, "negative_embeddings")
     if kind != "key" and not pc.any(pc.equal(negatives.column("kind"), kind)).as_py():
         raise ArtifactError(
@@ -157,12 +168,12 @@ def load_training_data(
     ingest: ArtifactRef,
     embeddings: ArtifactRef | None,
     skip_flagged: bool = True,
-    negatives: str = "key",
+    negatives: str | None = "key",
     choices: bool = True,
 ) -> TrainingData:
     """The split of `ingest`, and the modal features of `embeddings` (with the generated
-    negatives of kind `negatives`) when given, with the arrays of the per-user choice among
-    those negatives when `choices`."""
+    negatives of kind `negatives`, None for none) when given, with the arrays of the per-user
+    choice among those negatives when `choices`."""
     n_users, n_items = user_count(store, ingest), item_count(store, ingest)
     features = None
     if embeddings is not None:

@@ -121,6 +121,42 @@ def test_every_method_searches_the_same_budget() -> None:
     assert plan.search_points(wide, plan.Method("lightgcn", "rns")) == [()]
 
 
+def test_a_backbone_grid_is_searched_with_every_baseline_on_it_and_inherited_by_neggen() -> None:
+    config = with_settings(
+        load_config(None),
+        {
+            "compare.methods": {"freedom": ["rns", "dns", "neggen"], "lightgcn": ["dns"]},
+            "compare.grid": {
+                "freedom": {"train.freedom.dropout": [0.8, 0.9]},
+                "dns": {"train.samplers.dns.pool": [4, 8]},
+                "neggen": {"train.neggen.effect_weight": [0.4]},
+            },
+        },
+    )
+    dropout = [("train.freedom.dropout", 0.8), ("train.freedom.dropout", 0.9)]
+    assert [p for (p,) in plan.grid_points(config, plan.Method("freedom", "rns"))] == dropout
+    dns = plan.grid_points(config, plan.Method("freedom", "dns"))
+    assert len(dns) == 4 and {p[0] for p in dns} == set(dropout)
+    assert len(plan.grid_points(config, plan.Method("lightgcn", "dns"))) == 2
+    assert plan.grid_points(config, plan.Method("freedom", "neggen")) == [
+        (("train.neggen.effect_weight", 0.4),)
+    ]
+    # NegGen searches its own grid on the values its best baseline chose
+    scores: dict[plan.Run, float] = {}
+    while True:
+        built, todo = plan.advance(config, scores)
+        if not todo:
+            break
+        for run in todo:
+            params = dict(run.params)
+            best = params.get("train.freedom.dropout") == 0.9 and run.method.name == "dns"
+            scores[run] = 0.5 if best else 0.1
+    chosen = dict(built.chosen[plan.Method("freedom", "neggen")])
+    assert chosen["train.sampler"] == "dns" and chosen["train.freedom.dropout"] == 0.9
+    with pytest.raises(ConfigError, match=r"compare\.grid\.ngcf: not a method"):
+        plan.check(with_settings(config, {"compare.grid": {"ngcf": {"train.seed": [1]}}}))
+
+
 def test_random_intervention_needs_control_negatives() -> None:
     config = with_settings(
         load_config(None), {"compare.methods": {"lightgcn": ["neggen[random_intervention]"]}}

@@ -297,6 +297,12 @@ def test_the_per_user_choice_without_its_arrays_is_a_clear_error(
         ("train.model=neggen", "train.neggen.ablation=no_alignment"),
         ("train.model=neggen", "train.neggen.negative_choice=uniform"),
         ("train.model=neggen", "train.neggen.ablation=real_only", "train.sampler=ahns"),
+        ("train.model=freedom", "train.sampler=ahns"),
+        ("train.model=freedom", "train.sampler=mixgcf", "train.freedom.reg_weight=0.001"),
+        ("train.model=vbpr", "train.sampler=mixgcf"),
+        ("train.model=neggen", "train.backbone=freedom", "train.sampler=dns"),
+        ("train.model=neggen", "train.backbone=vbpr", "train.sampler=ahns"),
+        ("train.model=neggen", "train.backbone=freedom", "train.neggen.virtual_node=true"),
     ],
     ids=lambda s: "+".join(v.split("=")[1] for v in s),
 )
@@ -351,11 +357,20 @@ def test_evaluate_writes_the_recommendations_the_test_metrics_came_from(
     assert not np.isin(pairs[:, 0] * data.n_items + pairs[:, 1], train_keys).any()
 
 
+@pytest.mark.parametrize("backbone", ["lightgcn", "freedom"])  # FREEDOM prunes per epoch
 def test_a_killed_training_resumes_to_the_same_model_and_metrics(
-    demo: tuple[str, dict[str, ArtifactRef]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo: tuple[str, dict[str, ArtifactRef]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backbone: str,
 ) -> None:
     root, refs = demo
-    more = ("train.model=neggen", "train.epochs=6", "train.patience=3")
+    more = (
+        "train.model=neggen",
+        f"train.backbone={backbone}",
+        "train.epochs=6",
+        "train.patience=3",
+    )
     clean = _config(root, *more)
     upstream = {"ingest": refs["ingest"], "embeddings": refs["embeddings"]}
     reference = run_stage(clean, "train", upstream).ref
