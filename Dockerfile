@@ -3,9 +3,13 @@
 # change rebuilds only the last layers.
 FROM python:3.11-slim
 
+# NEGGEN_HOME: where prefect.yaml's pull step runs the flow; NEGGEN_ARTIFACTS_ROOT: the
+# deployments' default artifact root (`prefect deploy` run here), on the volume below
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
-    PREFECT_SERVER_ANALYTICS_ENABLED=false
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    NEGGEN_HOME=/opt/neggen \
+    NEGGEN_ARTIFACTS_ROOT=/data/artifacts
 
 WORKDIR /opt/neggen
 # torch's CPU build first: an unpinned resolve would pull the multi-GB CUDA build
@@ -26,7 +30,8 @@ COPY configs ./configs
 COPY prefect.yaml ./
 RUN pip install --no-deps .
 
-# Artifacts and the LLM response cache live on the shared volume mounted here.
+# Artifacts and the LLM response cache live on the shared volume mounted here; compose mounts
+# the user's own input read-only at /data/input.
 RUN useradd --create-home --uid 10001 neggen && mkdir -p /data && chown neggen:neggen /data
 USER neggen
 VOLUME ["/data"]

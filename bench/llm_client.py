@@ -3,7 +3,7 @@
 1. The vLLM backend against the stand-in server (its own process) answering each request after
    `--latency` seconds: `--requests` distinct requests at `--concurrency`; throughput beside the
    ideal concurrency / latency. Every reply is written to a fresh response cache, as in a run.
-2. The offline backend's items/s on the real Office data (when ../shared is there), with the
+2. The lexicon backend's items/s on the real Office data (when ../shared is there), with the
    sentence encoder's load time apart.
 
     python bench/llm_client.py [--requests 2000] [--concurrency 32] [--latency 0.1]
@@ -75,7 +75,7 @@ def bench_offline() -> dict[str, Any] | None:
     if not (office / "Office.inter.json").exists():
         return None
     from neggen_core.encoders.text import bundled_encoder
-    from neggen_core.llm.offline import OfflineBackend, ZeroShot
+    from neggen_core.llm.lexicon_backend import LexiconBackend, ZeroShot
     from neggen_core.pipeline.run import run_stage
     from neggen_core.pipeline.stages import open_store
 
@@ -89,8 +89,8 @@ def bench_offline() -> dict[str, Any] | None:
     load = time.perf_counter() - started
     figures: dict[str, Any] = {"items": len(inputs), "encoder_load_seconds": round(load, 2)}
     for label, backend in (
-        ("lexicons_only", OfflineBackend(None)),
-        ("with_zero_shot", OfflineBackend(ZeroShot(encoder))),
+        ("lexicons_only", LexiconBackend(None)),
+        ("with_zero_shot", LexiconBackend(ZeroShot(encoder))),
     ):
         started = time.perf_counter()
         backend.extract(inputs)

@@ -25,7 +25,7 @@ from neggen_core.attributes.contract import item_categories, read_attributes
 from neggen_core.config import load_config
 from neggen_core.ingest.contract import read_items
 from neggen_core.negatives.contract import read_negatives
-from neggen_core.negatives.offline import NUMBER
+from neggen_core.negatives.lexicon import NUMBER
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import open_store
 

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
-from neggen_core.pipeline.run import built_ref, remove_for_rebuild
+from neggen_core.pipeline.run import built_ref, supersede_for_rebuild
 from neggen_core.pipeline.stages import STAGES, next_negatives_round, select_stages
 from tasks.attributes import attributes
 from tasks.embeddings import embeddings
@@ -37,13 +37,14 @@ def neggen(
     A stage before `from_stage` is not run: its artifact for this config must already exist.
     `regenerate_negatives` builds the next negatives round (one past the highest built on the
     same ingest and attributes) and what depends on it. `rebuild` names stages whose artifacts
-    for this config are removed first, and so built again (a damaged one, say). The config is
-    given by path and overrides, never as a loaded object: flow parameters go to the Prefect
-    API, and a loaded config holds the artifact root and input URLs unredacted."""
+    for this config are moved aside first (kept until `neggen gc`), and so built again (a
+    damaged one, say). The config is given by path and overrides, never as a loaded object:
+    flow parameters go to the Prefect API, and a loaded config holds the artifact root and
+    input URLs unredacted."""
     config = load_config(config_path, overrides or [])
     selected = select_stages(from_stage, until_stage)
-    for removed in remove_for_rebuild(config, rebuild or []):
-        get_run_logger().info("removed %s to build it again", removed)
+    for aside in supersede_for_rebuild(config, rebuild or []):
+        get_run_logger().info("moved %s aside to build it again (kept until `neggen gc`)", aside)
     if regenerate_negatives:
         if "negatives" not in selected:
             raise ConfigError("regenerate_negatives needs the negatives stage in --from/--until")
@@ -62,8 +63,8 @@ def neggen(
             if stage in selected:
                 refs = upstream(*STAGES[stage].upstream)
                 limit = llm_limit(config, stage)  # checked once: the shards and the finish
-                stats = shards.build(config, stage, refs, limit)
-                built[stage] = sharded_task(config, **refs, shard_stats=stats, limit=limit)
+                done = shards.build(config, stage, refs, limit)
+                built[stage] = sharded_task(config, **refs, shards=done, limit=limit)
     if "train" in selected:
         built["train"] = train(config, **upstream("ingest", "embeddings"))
     if "evaluate" in selected:

@@ -15,9 +15,16 @@ from neggen_core.compare.plan import comparison_config
 from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import load_config
 from neggen_core.errors import ConfigError, NeggenError
+from neggen_core.inventory import collect, list_versions
+from neggen_core.pipeline.catalog import write_catalog
 from neggen_core.pipeline.stages import STAGE_ORDER, select_stages
 from neggen_core.pipeline.status import status
 from neggen_core.redaction import redact
+
+# exit statuses: argparse's 2 for usage, which a bad config or setting also is
+EXIT_FAILED = 1  # the pipeline failed (bad input, a server down, a damaged artifact read)
+EXIT_USAGE = 2
+EXIT_NOT_READY = 3  # `status`: an artifact is damaged; `status --check`: anything not up to date
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=STAGE_ORDER,
         metavar="STAGE",
-        help="remove these stages' artifacts for this config first, so they are built again",
+        help="build these stages again for this config (the old artifacts are kept aside "
+        "until `neggen gc`)",
     )
 
     comp = commands.add_parser(
@@ -75,6 +83,40 @@ def _parser() -> argparse.ArgumentParser:
     stat = commands.add_parser("status", help="each stage's artifact and whether it is up to date")
     _config_args(stat)
     stat.add_argument("--json", action="store_true", help="print JSON")
+    stat.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit {EXIT_NOT_READY} unless every stage is built, intact and up to date",
+    )
+
+    catalog = commands.add_parser(
+        "catalog", help="write a DuckDB catalog (views) of this config's artifacts"
+    )
+    _config_args(catalog)
+
+    listing = commands.add_parser("ls", help="every version of every stage on disk")
+    _config_args(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    gc = commands.add_parser(
+        "gc", help="remove the versions no given config needs (a dry run unless --delete)"
+    )
+    gc.add_argument(
+        "--config",
+        dest="configs",
+        action="append",
+        metavar="PATH",
+        help="a config whose artifacts are kept (repeatable; default: the demo)",
+    )
+    gc.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one value in every config (repeatable), e.g. --set artifacts.root=/data",
+    )
+    gc.add_argument("--delete", action="store_true", help="remove them (default: only list)")
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo catalogue")
     demo.add_argument("--scale", choices=("small", "baby"), default="small")
@@ -173,8 +215,64 @@ def _status(args: argparse.Namespace) -> int:
             f"{rebuild}`",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_NOT_READY
+    if args.check:
+        behind = [name for name, stage in report["stages"].items() if not stage["up_to_date"]]
+        if behind:
+            print(
+                f"not up to date: {', '.join(behind)}; build them with `neggen run`",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_READY
     return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    catalog = write_catalog(load_config(args.config, args.overrides), extra=[COMPARE])
+    print(f"catalog: {catalog.database}")
+    print(f"sql: {catalog.sql}")
+    print(f"lineage: {catalog.lineage}")
+    print(f"views: {', '.join(catalog.views) or '(none built for this config)'}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    found = list_versions(load_config(args.config, args.overrides))
+    if args.json:
+        print(json.dumps([info.as_dict() for info in found], indent=2))
+        return 0
+    for info in found:
+        mark = "superseded" if info.superseded else "current" if info.current else ""
+        print(
+            f"{info.stage:<11} {info.version}  {info.created_at[:19]}  "
+            f"{_size(info.bytes):>9}  {mark:<10}  {info.summary}".rstrip()
+        )
+    if not found:
+        print("nothing built")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    configs = [load_config(path, args.overrides) for path in args.configs or [None]]
+    garbage = collect(configs, remove=args.delete)
+    verb = "removed" if args.delete else "would remove"
+    for info in garbage:
+        why = "superseded" if info.superseded else "needed by no given config"
+        print(f"{verb} {info.stage} {info.version} ({_size(info.bytes)}, {why})")
+    freed = _size(sum(info.bytes for info in garbage))
+    print(f"{verb} {len(garbage)} versions, {freed}")
+    if garbage and not args.delete:
+        print("run again with --delete to remove them")
+    return 0
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def _state(stage: dict[str, Any]) -> str:
@@ -215,13 +313,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": _compare,
         "serve": _serve,
         "status": _status,
+        "catalog": _catalog,
+        "ls": _ls,
+        "gc": _gc,
         "demo-data": _demo,
     }
     try:
         return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"neggen: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except NeggenError as exc:
         print(f"neggen: error: {redact(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

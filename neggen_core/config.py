@@ -8,6 +8,7 @@ on the command line are resolved against the current directory.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -130,13 +132,13 @@ class VllmConfig(StrictModel):
 
 
 class LlmConfig(StrictModel):
-    backend: Literal["offline", "vllm"] = Field(
-        "offline",
-        description="offline: lexicons, sentence encoder, Pillow (CPU, no network); "
+    backend: Literal["lexicon", "vllm"] = Field(
+        "lexicon",
+        description="lexicon: attribute lexicons, sentence encoder, Pillow (CPU, no network); "
         "vllm: a vLLM server's OpenAI-compatible API.",
     )
     zero_shot: bool = Field(
-        True, description="Offline: match material and style with the sentence encoder."
+        True, description="Lexicon: match material and style with the sentence encoder."
     )
     max_invalid_share: float = Field(
         0.05,
@@ -146,6 +148,19 @@ class LlmConfig(StrictModel):
         "of items got no valid reply (not part of the version: raising it lets a rerun commit).",
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _renamed_backend(cls, value: Any) -> Any:
+        if value == "offline":
+            warnings.warn(
+                "llm.backend: 'offline' is now called 'lexicon' (it is not vLLM's offline "
+                "engine); 'offline' is read as 'lexicon' for now, write 'lexicon' instead",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return "lexicon"
+        return value
 
 
 class AttributesConfig(StrictModel):

@@ -2,9 +2,9 @@
 
 An `image_uri` comes from an input file and is untrusted. The pipeline reads it only when it is
 - a path inside the image root (`dataset.image_root`, by default the folder of the metadata
-  file, which relative paths are resolved against): `..` and symlinks are resolved first, and a
-  path that lands outside the root is refused; on an object store, a URI of the root's protocol
-  under the root's prefix; or
+  file; a relative path is relative to that file's folder): `..` and symlinks are resolved
+  first, and a path that lands outside the root is refused; on an object store, a URI of the
+  root's protocol under the root's prefix; or
 - an http(s) URL, and only with `dataset.fetch_images: true`: fetched by the pipeline itself with
   a timeout, a size limit and redirects to http(s) only.
 Never a `file://` URL, a chained fsspec URL (`simplecache::...`), a `data:` URI or any other
@@ -60,6 +60,7 @@ class ImagePolicy:
     """Where images may come from, and how much of one is read."""
 
     root: str | None  # a local folder or an fsspec URI; None: no file is read
+    base: str | None = None  # what a relative path is relative to (None: the root)
     fetch_http: bool = False
     max_bytes: int = MAX_BYTES
     timeout_s: float = 10.0
@@ -80,20 +81,22 @@ class ImagePolicy:
             raise ImageRefused(f"a {protocol}: URI is never read")
         if self.root is None:
             raise ImageRefused("no image root: no image file is read")
+        base = self.base or self.root
         root_protocol = SCHEME.match(self.root) if "://" in self.root else None
         if protocol is not None or root_protocol is not None:
-            return self._remote(uri, protocol)
+            return self._remote(uri, protocol, base)
         root = os.path.realpath(self.root)
-        path = os.path.realpath(os.path.join(root, uri))
+        path = os.path.realpath(os.path.join(base, uri))
         if os.path.commonpath([root, path]) != root:
             raise ImageRefused(f"outside the image root {self.root}")
         return path
 
-    def _remote(self, uri: str, protocol: str | None) -> str:
+    def _remote(self, uri: str, protocol: str | None, base: str) -> str:
         root_protocol, _, root_path = self.root.partition("://")  # type: ignore[union-attr]
         if protocol is None:
+            base_protocol, _, base_path = base.partition("://")
             return self._remote(
-                f"{root_protocol}://{posixpath.join(root_path, uri)}", root_protocol
+                f"{base_protocol}://{posixpath.join(base_path, uri)}", base_protocol, base
             )
         _, _, path = uri.partition("://")
         normal = posixpath.normpath(path)

@@ -1,7 +1,7 @@
 """Progress of a long stage, reported to whoever listens (the Prefect task shows it).
 
-The stages call `report(stage, done, total)` after each batch; nothing listens by default, so
-neggen_core runs without Prefect.
+The stages call `report(stage, done, total, detail)` after each batch (training: each epoch);
+nothing listens by default, so neggen_core runs without Prefect.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-Listener = Callable[[str, int, int], None]
+Listener = Callable[[str, int, int, str], None]
 _listener: ContextVar[Listener | None] = ContextVar("neggen_progress", default=None)
 
 
 @contextmanager
 def listening(callback: Listener) -> Iterator[None]:
-    """Send this context's progress reports to `callback(stage, done, total)`."""
+    """Send this context's progress reports to `callback(stage, done, total, detail)`."""
     token = _listener.set(callback)
     try:
         yield
@@ -24,7 +24,8 @@ def listening(callback: Listener) -> Iterator[None]:
         _listener.reset(token)
 
 
-def report(stage: str, done: int, total: int) -> None:
+def report(stage: str, done: int, total: int, detail: str = "") -> None:
+    """`done` of `total` units of `stage`; `detail` a short summary of the last one."""
     callback = _listener.get()
     if callback is not None:
-        callback(stage, done, total)
+        callback(stage, done, total, detail)

@@ -5,6 +5,7 @@ artifact from what the shards wrote."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from types import TracebackType
@@ -21,7 +22,7 @@ from neggen_core.pipeline.run import build_shard, pending_shards
 from neggen_core.sharding import Stats
 from neggen_core.threads import use_threads, worker_threads
 from tasks.runners import task_runner
-from tasks.stage_run import llm_slot, progress_listener
+from tasks.stage_run import ShardRun, StageProgress, llm_slot
 
 
 @task(name="shards", task_run_name="{stage}-shards", cache_policy=NO_CACHE)
@@ -85,12 +86,14 @@ class ShardMap:
         stage: str,
         upstream: Mapping[str, ArtifactRef],
         limit: str | None = None,
-    ) -> list[Stats]:
+    ) -> ShardRun:
         """Build the pending shards of `stage`, each holding a slot of `limit` (when there is
-        one); the counters each returned (none when the stage is built or has nothing left)."""
+        one): the counters each returned (none when the stage is built or has nothing left) and
+        their wall time."""
+        started = time.perf_counter()
         shards = plan(config, stage, upstream)
         if not shards:
-            return []
+            return ShardRun()
         futures = self._started().map(
             shard,
             {
@@ -105,9 +108,12 @@ class ShardMap:
                 ),
             },
         )
-        report = progress_listener(stage, "shards")
+        shown = StageProgress(f"{stage} shards", "shards")
         stats = []
-        for done, future in enumerate(as_completed(futures), 1):
-            stats.append(future.result())
-            report(stage, done, len(shards))
-        return stats
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                stats.append(future.result())
+                shown(stage, done, len(shards))
+        finally:
+            shown.close()
+        return ShardRun(stats, round(time.perf_counter() - started, 3))

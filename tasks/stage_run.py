@@ -4,11 +4,14 @@ artifact version, a table artifact of what the stage holds, progress for the lon
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -21,7 +24,8 @@ from prefect.cache_policies import CachePolicy
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import MissingContextError, ObjectNotFound
+from tqdm import tqdm
 
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef
@@ -33,8 +37,23 @@ from neggen_core.pipeline.spec import StageSpec
 from neggen_core.pipeline.stages import open_store, spec_of
 from neggen_core.sharding import Stats
 
-PROGRESS_STAGES = ("attributes", "negatives", "embeddings")
+# the stages that report progress, and in what
+PROGRESS_UNITS = {
+    "attributes": "batches",
+    "negatives": "batches",
+    "embeddings": "batches",
+    "train": "epochs",
+}
 LLM_STAGES = ("attributes", "negatives")
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """What a sharded stage's shards did before its own task finishes it: each shard's counters
+    and the wall time they took together."""
+
+    stats: Sequence[Stats] = ()
+    seconds: float = 0.0
 
 
 @dataclass
@@ -71,20 +90,89 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-def progress_listener(stage: str, unit: str) -> progress.Listener:
-    """A listener that keeps one Prefect progress artifact of `stage` up to date."""
-    artifact: list[UUID] = []
+class StageProgress:
+    """Progress of one stage (`stage.report` calls): a Prefect progress artifact, and a tqdm bar
+    when stderr is a terminal (none in CI logs or a worker's)."""
 
-    def update(_: str, done: int, total: int) -> None:
+    def __init__(self, stage: str, unit: str) -> None:
+        self.stage, self.unit = stage, unit
+        self._artifact: UUID | None = None
+        self._bar: tqdm[NoReturn] | None = None
+
+    def __call__(self, _: str, done: int, total: int, detail: str = "") -> None:
         value = 100.0 * done / max(total, 1)
-        description = f"{stage}: {unit} done ({done} of {total})"
-        if not artifact:
+        description = f"{self.stage}: {done} of {total} {self.unit}" + (
+            f"; {detail}" if detail else ""
+        )
+        if self._artifact is None:
             created = create_progress_artifact(value, key=None, description=description)
-            artifact.append(created if isinstance(created, UUID) else UUID(str(created)))
+            self._artifact = created if isinstance(created, UUID) else UUID(str(created))
         else:
-            update_progress_artifact(artifact[0], value, description=description)
+            update_progress_artifact(self._artifact, value, description=description)
+        if self._bar is None and sys.stderr.isatty():
+            self._bar = tqdm(total=total, desc=self.stage, unit=self.unit, file=sys.stderr)
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.update(done - self._bar.n)
+            if detail:
+                self._bar.set_postfix_str(detail, refresh=False)
+            self._bar.refresh()
 
-    return update
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _ToRunLog(logging.Handler):
+    """neggen_core's log records, in the run log of the Prefect task or flow that emitted them
+    (`fallback`'s for a thread without a run context, e.g. an encoder's worker thread)."""
+
+    def __init__(self, fallback: logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__()
+        self.fallback = fallback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            try:
+                logger = get_run_logger()
+            except MissingContextError:
+                logger = self.fallback
+            logger.log(record.levelno, "%s", record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+_core = logging.getLogger("neggen_core")
+_forwarding = threading.Lock()
+_forwarders: list[_ToRunLog] = []
+_saved: list[tuple[int, bool]] = []
+
+
+@contextmanager
+def core_logs_in_run_log() -> Iterator[None]:
+    """While a stage runs, neggen_core's INFO and above go to the Prefect run log (and so to the
+    console and the API), not around it to the root logger (which would print them twice)."""
+    with _forwarding:
+        if not _forwarders:
+            _saved.append((_core.level, _core.propagate))
+            handler = _ToRunLog(get_run_logger())  # type: ignore[arg-type]
+            _core.addHandler(handler)
+            _core.setLevel(min(_core.getEffectiveLevel(), logging.INFO))
+            _core.propagate = False
+            _forwarders.append(handler)
+        else:
+            _forwarders.append(_forwarders[0])
+    try:
+        yield
+    finally:
+        with _forwarding:
+            handler = _forwarders.pop()
+            if not _forwarders:
+                _core.removeHandler(handler)
+                level, propagate = _saved.pop()
+                _core.setLevel(level)
+                _core.propagate = propagate
 
 
 def llm_limit(config: NeggenConfig, stage: str) -> str | None:
@@ -119,19 +207,23 @@ def run_logged(
     config: NeggenConfig,
     stage: str | StageSpec,
     upstream: Mapping[str, ArtifactRef],
-    shard_stats: Sequence[Stats] = (),
+    shards: ShardRun | None = None,
     limit: str | None = None,
 ) -> ArtifactRef:
-    """Run (or skip, or finish after its shards) one stage, holding a slot of the global
-    concurrency limit `limit` (when there is one), say which in the run log, and leave a table
-    artifact of its tables (rows and Parquet paths)."""
+    """Run (or skip, or finish after its `shards`) one stage, holding a slot of the global
+    concurrency limit `limit` (when there is one), with its progress shown and its log in the
+    run log; say what happened, and leave a table artifact of its tables (rows, Parquet paths)."""
     logger = get_run_logger()
     name = spec_of(stage).name
+    shards = shards or ShardRun()
     with ExitStack() as stack:
-        if name in PROGRESS_STAGES:
-            stack.enter_context(progress.listening(progress_listener(name, "batches")))
+        stack.enter_context(core_logs_in_run_log())
+        if name in PROGRESS_UNITS:
+            shown = StageProgress(name, PROGRESS_UNITS[name])
+            stack.callback(shown.close)
+            stack.enter_context(progress.listening(shown))
         stack.enter_context(llm_slot(limit))
-        outcome = run_stage(config, stage, upstream, shard_stats=shard_stats)
+        outcome = run_stage(config, stage, upstream, shard_stats=shards.stats)
     manifest = open_store(config).manifest(name, outcome.ref.version)
     if outcome.skipped:
         logger.info(
@@ -142,12 +234,16 @@ def run_logged(
         )
     else:
         rows = ", ".join(f"{table} {entry.rows:,}" for table, entry in manifest.tables.items())
-        sharded = f" (after {len(shard_stats)} shards)" if shard_stats else ""
+        sharded = (
+            f" ({shards.seconds:.1f} s in {len(shards.stats)} shards, then {outcome.seconds:.1f} s)"
+            if shards.stats
+            else ""
+        )
         logger.info(
             "%s: built version %s in %.1f s%s at %s (%s)",
             name,
             outcome.ref.version,
-            outcome.seconds,
+            shards.seconds + outcome.seconds,
             sharded,
             outcome.ref.uri,
             rows,

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,20 @@ class OpenVinoSentenceModel:
     def _convert(self, openvino: Any, key: dict[str, Any]) -> None:
         """Convert the transformer and keep it: written aside, then renamed into place."""
         example = dict(self.tokenizer(["a", "an example"], padding=True, return_tensors="pt"))
-        network = openvino.convert_model(self._transformer.auto_model, example_input=example)
+        # tracing the model makes transformers and torch warn about tracing itself (and about
+        # their own deprecations): noise on a user's first run, about a step that is checked
+        # by comparing the vectors with torch's
+        transformers_log = logging.getLogger("transformers")
+        level = transformers_log.level
+        transformers_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                network = openvino.convert_model(
+                    self._transformer.auto_model, example_input=example
+                )
+        finally:
+            transformers_log.setLevel(level)
         staging = self.folder.with_name(f".{self.folder.name}-{uuid.uuid4().hex}")
         staging.mkdir(parents=True)
         openvino.save_model(network, str(staging / "model.xml"))

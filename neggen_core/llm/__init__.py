@@ -1,1 +1,1 @@
-"""LLM backends (vLLM server, offline), prompt templates, the response cache."""
+"""LLM backends (vLLM server, lexicon), prompt templates, the response cache."""

@@ -13,7 +13,7 @@ from neggen_core.llm.models import ExtractionResult, ItemInput
 if TYPE_CHECKING:
     from neggen_core.llm.vllm import VllmBackend
 
-OFFLINE_EXTRACTOR_VERSION = 4
+LEXICON_EXTRACTOR_VERSION = 4
 
 
 class Backend(Protocol):
@@ -36,7 +36,7 @@ class Backend(Protocol):
 
 
 def uses_vllm(config: NeggenConfig) -> bool:
-    """Whether the config's LLM work goes to a vLLM server rather than the offline backend: the
+    """Whether the config's LLM work goes to a vLLM server rather than the lexicon backend: the
     one place that decides, for every stage."""
     return config.llm.backend == "vllm"
 
@@ -47,9 +47,9 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
     fetched = {"fetch_images": True} if config.dataset.fetch_images else {}
     if not uses_vllm(config):
         return {
-            "backend": "offline",
+            "backend": "lexicon",
             "zero_shot": llm.zero_shot,
-            "extractor_version": OFFLINE_EXTRACTOR_VERSION,
+            "extractor_version": LEXICON_EXTRACTOR_VERSION,
             **fetched,
         }
     return {
@@ -86,6 +86,6 @@ def open_backend(
     if uses_vllm(config):
         return open_vllm(config, store, images)
     from neggen_core.encoders.text import bundled_encoder
-    from neggen_core.llm.offline import OfflineBackend, ZeroShot
+    from neggen_core.llm.lexicon_backend import LexiconBackend, ZeroShot
 
-    return OfflineBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None, images)
+    return LexiconBackend(ZeroShot(bundled_encoder()) if config.llm.zero_shot else None, images)

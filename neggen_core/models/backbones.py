@@ -9,6 +9,7 @@ the final embedding is the mean over hops), which is what MixGCF mixes.
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,15 @@ def normalized_adjacency(
         (size, size),
         check_invariants=True,
     )
-    return matrix.coalesce().to_sparse_csr()
+    return sparse_csr(matrix)
+
+
+def sparse_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """A sparse COO matrix as CSR, without torch's "CSR support is in beta" warning on every run
+    (the one operation used on it, a sparse-dense product, is covered by the tests)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        return matrix.coalesce().to_sparse_csr()
 
 
 class _Propagate(torch.autograd.Function):

@@ -41,6 +41,7 @@ from neggen_core.models.backbones import (
     lightgcn_layers,
     normalized_adjacency,
     propagate,
+    sparse_csr,
 )
 from neggen_core.models.base import Batch, bpr_loss
 
@@ -182,7 +183,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int) -> torc
         (n, n),
         check_invariants=True,
     )
-    return matrix.coalesce().to_sparse_csr()
+    return sparse_csr(matrix)
 
 
 def edge_weights(users: np.ndarray, items: np.ndarray) -> np.ndarray:

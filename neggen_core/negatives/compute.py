@@ -1,5 +1,5 @@
 """The negatives stage's logic on frames: the positives and their units, the value pools and
-brand spellings the offline generator draws from, each kind's seed, the rows written for
+brand spellings the lexicon generator draws from, each kind's seed, the rows written for
 generated outcomes, and the report."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from neggen_core.categories import Lineage
 from neggen_core.config import NegativesConfig
 from neggen_core.llm.models import Attribute
 from neggen_core.negatives.contract import KINDS
+from neggen_core.negatives.lexicon import NUMBER
 from neggen_core.negatives.models import Positive, Unit, as_control
-from neggen_core.negatives.offline import NUMBER
 from neggen_core.negatives.screen import Examined
 
 POOL_MINIMUM = 5  # values an attribute's pool should offer before it borrows (4 to change to)

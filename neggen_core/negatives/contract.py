@@ -15,7 +15,7 @@ from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 
 UPSTREAM = ("ingest", "attributes")
 SCHEMA_VERSION = 3  # 3: cosine_to_positive
-OFFLINE_GENERATOR_VERSION = 4  # bump when the offline generator's output changes
+LEXICON_GENERATOR_VERSION = 4  # bump when the lexicon generator's output changes
 TABLES = {"negatives": NEGATIVES}
 REPORT = "report.json"
 KINDS = ("key", "control")  # control: changes attributes that are not key features
@@ -33,7 +33,7 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
         else None,
         "category_level": config.attributes.category_level,
         "prompt_version": combined_version(INTERVENE, COMPLETE),
-        "generator_version": OFFLINE_GENERATOR_VERSION,
+        "generator_version": LEXICON_GENERATOR_VERSION,
         "llm": backend_version(config),
     }
 

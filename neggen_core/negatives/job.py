@@ -1,7 +1,7 @@
 """The negatives stage: for every positive item (or user-item pair), N negatives that change its
 key features and keep everything else, each checked and kept with its status and reason.
 
-Templates 2 and 3 are answered by the configured backend: the offline generator (`offline.py`)
+Templates 2 and 3 are answered by the configured backend: the lexicon generator (`lexicon.py`)
 or a vLLM server (`vllm.py`). With `negatives.controls`, the same generator also writes as many
 *control* negatives (kind `control`, their own seed), each changing attributes that are not key
 features: the negatives of the `random_intervention` ablation, which asks whether what helps is
@@ -39,8 +39,8 @@ from neggen_core.llm.backend import open_vllm, uses_vllm
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
 from neggen_core.negatives import compute
 from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, UPSTREAM, version_config
+from neggen_core.negatives.lexicon import LexiconNegatives
 from neggen_core.negatives.models import Generator, Outcome, Positive
-from neggen_core.negatives.offline import OfflineNegatives
 from neggen_core.negatives.screen import screen
 from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.pipeline.spec import StageSpec
@@ -93,7 +93,7 @@ class NegativesJob:
         brands = compute.brands(self.items)
         chosen = compute.buyer_values(self.attributes, self.train)
         return {
-            kind: OfflineNegatives(
+            kind: LexiconNegatives(
                 pools=pools,
                 brands=brands,
                 per_item=self.candidates,

@@ -8,13 +8,21 @@ through an `ArtifactWriter` (so a crash leaves no partial artifact).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter, compute_version
+from neggen_core.artifacts.store import (
+    ArtifactRef,
+    ArtifactStore,
+    ArtifactWriter,
+    compute_version,
+    uri_of,
+)
 from neggen_core.config import NeggenConfig
 from neggen_core.errors import ArtifactError, ConfigError
 from neggen_core.pipeline.spec import Build, StageSpec
@@ -136,23 +144,44 @@ def run_stage(
     return StageOutcome(ref, skipped=False, seconds=round(time.perf_counter() - started, 3))
 
 
-def remove_for_rebuild(config: NeggenConfig, stages: Sequence[str]) -> list[str]:
-    """Remove the artifacts these stages have under this config (each under its lock), so
-    that the run builds them again; returns the folders removed."""
+SUPERSEDED = ".superseded-"  # a version replaced by a rebuild: `.superseded-<version>-<when>`
+
+
+def supersede_for_rebuild(config: NeggenConfig, stages: Sequence[str]) -> list[str]:
+    """Move the artifacts these stages have under this config aside (each under its lock), so
+    that the run builds them again; the old ones are kept, as superseded, until `neggen gc`.
+    Returns the folders they now live in."""
     store = open_store(config)
     versions = plan_versions(config)
-    removed = []
+    moved = []
     for stage in stages:
         if stage not in versions:
             raise ConfigError(f"rebuild {stage!r}: no such stage (stages: {STAGE_ORDER})")
     for stage in stages:
         version = versions[stage]
         with store.lock(stage, version, f"rebuild {stage}", config.artifacts.lock_timeout_s):
-            if store.exists(stage, version) or store.fs.exists(store.path(stage, version)):
-                store.remove(stage, version)
+            folder = store.path(stage, version)
+            if store.fs.exists(folder):
+                when = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                aside = store.path(stage, f"{SUPERSEDED}{version}-{when}")
+                store.fs.mv(folder, aside, recursive=True)
                 _verified.discard((store.root, store.dataset, stage, version))
-                removed.append(store.ref(stage, version).uri)
-    return removed
+                moved.append(uri_of(store.fs, aside))
+    return moved
+
+
+def superseded(store: ArtifactStore, stage: str) -> list[tuple[str, str]]:
+    """The versions of `stage` replaced by a rebuild and not yet collected, as (version,
+    folder name), oldest first."""
+    stage_dir = posixpath.dirname(store.path(stage, "x"))
+    if not store.fs.exists(stage_dir):
+        return []
+    found = []
+    for entry in sorted(store.fs.ls(stage_dir, detail=False)):
+        name = posixpath.basename(entry.rstrip("/"))
+        if name.startswith(SUPERSEDED) and store.exists(stage, name):
+            found.append((name[len(SUPERSEDED) :].rsplit("-", 1)[0], name))
+    return found
 
 
 _verified: set[tuple[str, str, str, str]] = set()

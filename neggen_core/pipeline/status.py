@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,21 +28,25 @@ def _artifact_status(
     if exists and version == expected and (problems or upstream):
         damaged.add(name)
     complete = exists and not problems
+    uri = store.ref(name, version).uri
+    tables = store.manifest(name, version).tables if exists else {}
     return {
         "version": version,
-        "path": store.ref(name, version).uri,
+        "path": uri,
         "complete": complete,
         "up_to_date": complete and version == expected and not upstream,
         "expected_version": expected,
         "damaged": problems,
         "damaged_upstream": upstream,
+        "tables": {table: posixpath.join(uri, table) for table in tables},
     }
 
 
 def status(config: NeggenConfig, extra: Sequence[StageSpec] = ()) -> dict[str, Any]:
     """Each stage's artifact: version, path, whether it is complete (every file as its manifest
-    says, checksums included) and up to date (nor resting on a damaged artifact); each `extra`
-    stage (the comparison) under its own name."""
+    says, checksums included) and up to date (nor resting on a damaged artifact), and the folder
+    URI of each of its tables (none when not built); each `extra` stage (the comparison) under
+    its own name."""
     store = open_store(config)
     versions = plan_versions(config, extra)
     damaged: set[str] = set()

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from neggen_core import progress
 from neggen_core.artifacts.schemas import TRAINING_LOG
 from neggen_core.artifacts.store import ArtifactWriter
 from neggen_core.evaluation.evaluator import Evaluator
@@ -61,20 +62,28 @@ def build(ctx: Build) -> dict[str, Any]:
     evaluator = Evaluator(data, config.evaluate)
     method = MethodId.of(config.train).label
 
-    def progress(row: dict[str, Any]) -> None:
+    best = [float("-inf")]
+
+    def epoch_done(row: dict[str, Any]) -> None:
+        best[0] = max(best[0], row["valid_recall_20"])
         share = row["generated_fallback_share"]
+        summary = (
+            f"loss {row['loss']:.4f}, valid recall@20 {row['valid_recall_20']:.4f} "
+            f"(best {best[0]:.4f}), {row['train_seconds'] + row['eval_seconds']:.1f} s"
+        )
         log.info(
-            "%s epoch %d: loss %.4f, valid recall@20 %.4f (%.2f s + %.2f s)%s",
+            "%s epoch %d/%d: %s%s",
             method,
-            row["epoch"],
-            row["loss"],
-            row["valid_recall_20"],
-            row["train_seconds"],
-            row["eval_seconds"],
+            row["epoch"] + 1,
+            config.train.epochs,
+            summary,
             "" if share is None else f", generated negatives drawn uniformly {share:.1%}",
         )
+        progress.report("train", row["epoch"] + 1, config.train.epochs, summary)
 
-    result = fit(model, sampler, data, evaluator, config.train, WriterCheckpoints(writer), progress)
+    result = fit(
+        model, sampler, data, evaluator, config.train, WriterCheckpoints(writer), epoch_done
+    )
     buffer = io.BytesIO()
     torch.save(result.best_state, buffer)
     writer.write_bytes(MODEL_FILE, buffer.getvalue())

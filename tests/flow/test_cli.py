@@ -37,14 +37,19 @@ def test_run_builds_then_skips_and_status_reports(
     settings = [f"--set={s}" for s in (f"artifacts.root={root}", *DEMO_SETTINGS)]
     since = datetime.now(UTC)
     assert main(["run", *settings]) == 0
-    out = capfd.readouterr().out
+    captured = capfd.readouterr()
+    out = captured.out
     uris = _uris(out)
     assert list(uris) == list(STAGE_ORDER)
     assert "test recall@20 = " in out
+    assert "\r" not in captured.err  # not a terminal: no progress bar drawn
     assert all(Path(uri, "manifest.json").is_file() for uri in uris.values())
     logs, since = run_logs(since), datetime.now(UTC)
     for stage in uris:
         assert f"{stage}: built version" in logs
+    # the train task's log in the API: one line per epoch (3), as each ends
+    epochs = re.findall(r"^train-\S* \| \S+ epoch (\d)/3: loss .*, valid recall@20", logs, re.M)
+    assert epochs == ["1", "2", "3"]
     before = {stage: _mtimes(uri) for stage, uri in uris.items()}
 
     assert main(["run", *settings]) == 0

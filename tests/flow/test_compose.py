@@ -108,6 +108,27 @@ def test_services_as_the_issue_asks(services: dict[str, dict[str, object]]) -> N
     assert "ARG EXTRAS=dask,s3" in dockerfile
 
 
+def test_the_worker_takes_the_users_data_and_runs_in_its_home() -> None:
+    """A host folder (NEGGEN_DATA, default ./data) read-only at /data/input; the image runs
+    prefect.yaml's flows in /opt/neggen and writes under the volume by default."""
+    for env, host in (({}, str(REPO / "data")), ({"NEGGEN_DATA": "/srv/amazon"}, "/srv/amazon")):
+        done = _config({**SECRETS, **env}, output=("--format", "json"))
+        assert done.returncode == 0, done.stderr
+        worker = json.loads(done.stdout)["services"]["worker"]
+        [bind] = [v for v in worker["volumes"] if v["type"] == "bind"]
+        assert (bind["source"], bind["target"], bind["read_only"]) == (host, "/data/input", True)
+        assert worker["environment"]["NEGGEN_CONFIG"] == ""
+    done = _config(
+        {**SECRETS, "NEGGEN_CONFIG": "/data/input/mine.yaml"}, output=("--format", "json")
+    )
+    assert json.loads(done.stdout)["services"]["worker"]["environment"]["NEGGEN_CONFIG"] == (
+        "/data/input/mine.yaml"
+    )
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "NEGGEN_HOME=/opt/neggen" in dockerfile and "WORKDIR /opt/neggen" in dockerfile
+    assert "NEGGEN_ARTIFACTS_ROOT=/data/artifacts" in dockerfile
+
+
 def test_readme_production_section_matches_the_compose_file(
     services: dict[str, dict[str, object]],
 ) -> None:

@@ -8,14 +8,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -27,85 +23,7 @@ from neggen_core.config import load_config
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
 from tests.support.helpers import DEMO_SETTINGS, REPO
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Processes:
-    """Background processes in their own sessions, killed (with their children) at the end."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as sink:
-            process = subprocess.Popen(
-                command, cwd=REPO, env=self.env, stdout=sink, stderr=sink, start_new_session=True
-            )
-        self.started.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-    def run(self, *command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-
-
-class Api:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.load(reply)
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    def deployments(self) -> dict[str, Any]:
-        return {d["name"]: d for d in self.post("/deployments/filter", {})}
-
-
-def _wait(what: str, check: Any, timeout: float, logs: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    tails = {p.name: p.read_text(errors="replace")[-2000:] for p in logs.glob("*.log")}
-    raise AssertionError(f"timed out waiting for {what}: {tails}")
+from tests.support.prefect_processes import BIN, Api, Processes, free_port, prefect_env, wait
 
 
 @pytest.fixture(scope="module")
@@ -118,32 +36,16 @@ def served(
     root = tmp / "artifacts"
     for stage in ("ingest", "attributes", "negatives", "embeddings"):
         shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")} | {
-        "PREFECT_HOME": str(tmp / "prefect-home"),
-        "PREFECT_API_URL": url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_PORT": str(port),
-    }
-    processes = Processes(env, tmp)
+    processes = Processes(prefect_env(tmp / "prefect-home", url), tmp)
     overrides = [f"artifacts.root={root}", *DEMO_SETTINGS]
     api = Api(url)
     try:
-        processes.start(
-            "server",
-            str(BIN / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
-        _wait("the Prefect server", api.healthy, 120, tmp)
+        processes.start_server(port, api)
         serve_args = [str(BIN / "neggen"), "serve", *(f"--set={o}" for o in overrides)]
         processes.start("serve", *serve_args)
-        _wait("both deployments", lambda: {FULL, REGENERATE} <= set(api.deployments()), 120, tmp)
+        wait("both deployments", lambda: {FULL, REGENERATE} <= set(api.deployments()), 120, tmp)
         yield processes, api, str(root), serve_args
     finally:
         processes.stop_all()
@@ -199,7 +101,7 @@ def test_served_run_killed_then_run_again_gives_the_same_outputs(
     serve = next(p for p in processes.started if "serve" in p.args)
     processes.run(str(BIN / "prefect"), "deployment", "run", f"neggen/{FULL}", *params)
     staging = Path(root, "demo-small", "train")
-    _wait(
+    wait(
         "training to start",
         lambda: any(staging.glob(".staging-*/checkpoint.pt")),
         240,
@@ -210,7 +112,7 @@ def test_served_run_killed_then_run_again_gives_the_same_outputs(
     assert any(staging.glob(".staging-*/checkpoint.pt")), "the run was not interrupted"
     assert not store_has_train(root, overrides), "the run finished although its serve was killed"
     processes.start("serve-again", *serve_args)
-    _wait("the deployments served again", lambda: bool(api.deployments()), 120, processes.logs)
+    wait("the deployments served again", lambda: bool(api.deployments()), 120, processes.logs)
     assert "Completed" in _run_deployment(processes, FULL, *params)
 
     config = load_config(None, overrides)
@@ -261,15 +163,61 @@ def test_prefect_yaml_declares_the_served_deployments() -> None:
     declared = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in declared["deployments"]}
     assert set(deployments) == {FULL, REGENERATE}
-    default = load_config(None).orchestration.schedule
+    # the schedule and the default parameters come from the build step's config at deploy time
+    # (tests/flow/test_deploy.py deploys it and checks the result)
+    [build] = declared["build"]
+    step = build["flows.deployments.deploy_values"]
+    assert step["id"] == "neggen"
+    load_config(REPO / step["config"])
     assert deployments[REGENERATE]["schedules"] == [
-        {"cron": default.regenerate_cron, "timezone": default.timezone}
+        {"cron": "{{ neggen.cron }}", "timezone": "{{ neggen.timezone }}"}
     ]
     assert deployments[REGENERATE]["parameters"]["regenerate_negatives"] is True
     for deployment in deployments.values():
         module, _, name = deployment["entrypoint"].partition(":")
         assert (REPO / module).is_file() and f"def {name}(" in (REPO / module).read_text()
-        load_config(
-            REPO / deployment["parameters"]["config_path"],
-            list(deployment["parameters"]["overrides"]),
-        )
+        assert deployment["parameters"]["config_path"] == "{{ neggen.config_path }}"
+        assert deployment["parameters"]["overrides"] == "{{ neggen.overrides }}"
+
+
+def test_serve_without_a_prefect_api_says_how_to_start_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "neggen"), "serve"],
+        cwd=tmp_path,
+        env=prefect_env(tmp_path / "prefect-home", None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PREFECT_API_URL is not set" in done.stderr
+    assert "prefect server start" in done.stderr and "Traceback" not in done.stderr
+    unreachable = prefect_env(tmp_path / "prefect-home", f"http://127.0.0.1:{free_port()}/api")
+    done = subprocess.run(
+        [str(BIN / "neggen"), "serve"],
+        cwd=tmp_path,
+        env=unreachable,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "does not answer" in done.stderr, done.stderr
+    assert "prefect server start" in done.stderr
+
+
+def test_sigterm_stops_serve_without_a_traceback(
+    served: tuple[Processes, Api, str, list[str]],
+) -> None:
+    """Last here: it stops the fixture's (latest) `neggen serve`, which pauses the schedules."""
+    processes, api, _, _ = served
+    serve = [p for p in processes.started if "serve" in p.args][-1]
+    assert serve.poll() is None
+    before = len(processes.output(serve))
+    os.kill(serve.pid, signal.SIGTERM)
+    assert serve.wait(timeout=60) == 0
+    out = processes.output(serve)
+    assert f"prefect deployment run neggen/{FULL}" in out  # the hint printed at the start
+    after = out[before:]
+    assert "SIGTERM received" in after and "Traceback" not in after, after
+    assert after.rstrip().endswith("neggen serve: stopped"), after
+    assert api.deployments()[REGENERATE]["paused"]  # Prefect's runner pauses what it served

@@ -10,8 +10,8 @@ import polars as pl
 
 from neggen_core.artifacts.schemas import ITEMS
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
+from neggen_core.llm.lexicon_backend import parse_image_description, read_text
 from neggen_core.llm.models import ItemInput
-from neggen_core.llm.offline import parse_image_description, read_text
 
 
 def assert_same_vectors(stored: np.ndarray, direct: np.ndarray, backend: str) -> None:

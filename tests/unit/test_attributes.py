@@ -1,4 +1,4 @@
-"""The attributes stage with the offline backend: text, pixels, key features, resume."""
+"""The attributes stage with the lexicon backend: text, pixels, key features, resume."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image
 from neggen_core.artifacts.schemas import ATTRIBUTES, DESCRIPTIONS, ITEMS, KEY_FEATURES
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.demo.generator import CATEGORIES, COLOURS, _draw
+from neggen_core.llm.lexicon_backend import LexiconBackend, ZeroShot, read_image, read_text
 from neggen_core.llm.models import ItemInput
-from neggen_core.llm.offline import OfflineBackend, ZeroShot, read_image, read_text
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import open_store
 
@@ -145,16 +145,16 @@ def test_a_killed_run_resumes_and_gives_the_same_artifact(
     ingest = run_stage(config, "ingest", {}).ref
     calls: list[int] = []
     killed: list[bool] = []
-    original = OfflineBackend.extract
+    original = LexiconBackend.extract
 
-    def dies_on_the_third_batch(self: OfflineBackend, items: list[ItemInput]) -> object:
+    def dies_on_the_third_batch(self: LexiconBackend, items: list[ItemInput]) -> object:
         calls.append(len(items))
         if len(calls) == 3 and not killed:
             killed.append(True)
             raise KeyboardInterrupt("killed")
         return original(self, items)
 
-    monkeypatch.setattr(OfflineBackend, "extract", dies_on_the_third_batch)
+    monkeypatch.setattr(LexiconBackend, "extract", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, "attributes", {"ingest": ingest})
     store = open_store(config)

@@ -58,7 +58,7 @@ def test_result_frames_write_a_skipped_image_row_with_the_reason() -> None:
         ExtractionResult(item_idx=2, status="invalid", reason="no JSON"),
     ]
     items = [_item(0, "a.png"), _item(1, "b.png"), _item(2)]
-    attributes, descriptions = result_frames(results, items, "offline/x", "p1")
+    attributes, descriptions = result_frames(results, items, "lexicon/x", "p1")
 
     rows = descriptions.select("item_idx", "modality", "text", "status", "reason").rows()
     assert rows == [
@@ -69,7 +69,7 @@ def test_result_frames_write_a_skipped_image_row_with_the_reason() -> None:
         (2, "text", "Title: Mug 2", "invalid", "no JSON"),
     ]
     assert attributes.select("item_idx", "name", "value", "source").rows() == [
-        (0, "colour", "red", "offline/x")
+        (0, "colour", "red", "lexicon/x")
     ]
 
 
@@ -83,7 +83,7 @@ def test_result_frames_keep_the_first_of_a_repeated_attribute() -> None:
         ],
     )
     results = [ExtractionResult(item_idx=0, status="ok", extraction=extraction)]
-    attributes, _ = result_frames(results, [_item(0)], "offline/x", "p1")
+    attributes, _ = result_frames(results, [_item(0)], "lexicon/x", "p1")
     assert attributes.select("modality", "value", "is_key").rows() == [
         ("text", "red", False),
         ("image", "green", False),
@@ -166,8 +166,8 @@ def test_report_counts_key_coverage_and_groups_unread_images() -> None:
             "source": ["own", "parent:kitchen"],
         }
     )
-    summary = report(items, attributes, descriptions, keys, "offline", "m", {"hits": 2}, 1.234)
-    assert summary["backend"] == "offline" and summary["model"] == "m"
+    summary = report(items, attributes, descriptions, keys, "lexicon", "m", {"hits": 2}, 1.234)
+    assert summary["backend"] == "lexicon" and summary["model"] == "m"
     assert (summary["items"], summary["items_covered"], summary["invalid"]) == (3, 2, 1)
     assert summary["items_with_key_attribute"] == 1
     assert summary["share_with_key_attribute"] == 0.3333

@@ -150,7 +150,7 @@ def test_amazon2014_gzip(tmp_path: Path, read_mode: str) -> None:
     assert items["I1"]["price"] == 9.99
     assert items["I1"]["image_uri"] == "http://x/i1.jpg"
     assert items["I2"]["price"] is None
-    assert items["I2"]["image_uri"] == f"{tmp_path}/img/i2.png"
+    assert items["I2"]["image_uri"] == "img/i2.png"  # relative to the metadata file's folder
     assert items["I3"] | {"item_idx": 0} == {
         "item_idx": 0,
         "item_id": "I3",
@@ -502,3 +502,13 @@ def test_a_line_that_is_not_utf8_is_quarantined(tmp_path: Path) -> None:
         "records": 3,
         "dropped": 1,
     }
+
+
+def test_image_paths_are_kept_relative_to_the_metadata_folder() -> None:
+    from neggen_core.ingest.formats import _resolve_images
+
+    items = pl.DataFrame(
+        {"image_uri": ["img/a.png", "/data/shop/img/b.png", "/elsewhere/c.png", "s3://x/d", None]}
+    )
+    resolved = _resolve_images(items, "/data/shop/meta.json.gz")["image_uri"].to_list()
+    assert resolved == ["img/a.png", "img/b.png", "/elsewhere/c.png", "s3://x/d", None]

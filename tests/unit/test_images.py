@@ -167,7 +167,7 @@ def _tampered_demo(folder: Path, url: str, secret: Path) -> tuple[str, str, set[
     return files.reviews, files.meta, tampered
 
 
-@pytest.mark.parametrize("backend", ["offline", "vllm"])
+@pytest.mark.parametrize("backend", ["lexicon", "vllm"])
 def test_hostile_image_uris_leave_items_text_only_and_nothing_leaves(
     tmp_path: Path, listener: Listener, backend: str
 ) -> None:

@@ -17,7 +17,7 @@ from neggen.cli import main
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.errors import ArtifactError
-from neggen_core.pipeline.run import remove_for_rebuild, run_stage
+from neggen_core.pipeline.run import run_stage, supersede_for_rebuild, superseded
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
 from neggen_core.pipeline.status import status
 from tests.support.helpers import DEMO_SETTINGS, REPO
@@ -64,7 +64,7 @@ def test_a_flipped_byte_is_found_by_status_and_the_next_run(
     assert not report["stages"]["embeddings"]["up_to_date"]
     assert (
         main(["status", f"--set=artifacts.root={copied}", *(f"--set={s}" for s in DEMO_SETTINGS)])
-        == 1
+        == 3
     )
     assert "rebuild with `neggen run --rebuild ingest`" in capsys.readouterr().err
 
@@ -72,7 +72,10 @@ def test_a_flipped_byte_is_found_by_status_and_the_next_run(
     with pytest.raises(ArtifactError, match=r"ingest/\w+ is damaged: .*--rebuild ingest"):
         run_stage(config, "train", {"ingest": refs["ingest"], "embeddings": refs["embeddings"]})
 
-    assert remove_for_rebuild(config, ["ingest"]) == [refs["ingest"].uri]
+    (aside,) = supersede_for_rebuild(config, ["ingest"])
+    store = open_store(config)
+    assert [version for version, _ in superseded(store, "ingest")] == [refs["ingest"].version]
+    assert Path(aside).parent == Path(refs["ingest"].uri).parent  # kept beside, until gc
     rebuilt = run_stage(config, "ingest", {})
     assert not rebuilt.skipped and rebuilt.ref == refs["ingest"]
     assert status(config)["damaged"] == []  # the same content again: downstream is sound

@@ -1,4 +1,4 @@
-"""The negatives stage with the offline backend: interventions, checks, balance, rounds, resume."""
+"""The negatives stage with the lexicon backend: interventions, checks, balance, rounds, resume."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from neggen_core.artifacts.schemas import ATTRIBUTES, INTERACTIONS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.llm.models import Attribute, Intervention, InterventionPlan, ItemInput
-from neggen_core.negatives import offline
+from neggen_core.negatives import lexicon
+from neggen_core.negatives.lexicon import POOL_SIZE, check, contrasting_values
 from neggen_core.negatives.models import Positive
-from neggen_core.negatives.offline import POOL_SIZE, check, contrasting_values
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import open_store, plan_versions
 from tests.support.assertions import assert_only_intervened_changed
@@ -85,7 +85,7 @@ def test_check_rejects_a_negative_that_changes_nothing_or_too_much() -> None:
             Intervention(modality="text", name="colour", from_value="blue", to_value="red")
         ]
     )
-    generator = offline.OfflineNegatives(
+    generator = lexicon.LexiconNegatives(
         {}, {}, per_item=1, interventions=1, image_ratio=0.5, seed="s"
     )
     negative, completed = generator.complete(positive, plan)
@@ -192,20 +192,20 @@ def test_a_killed_run_resumes_to_the_same_negatives(
     ingest = run_stage(config, "ingest", {}).ref
     attributes = run_stage(config, "attributes", {"ingest": ingest}).ref
     calls: list[int] = []
-    original = offline.OfflineNegatives.plan
+    original = lexicon.LexiconNegatives.plan
 
     def dies_in_the_third_batch(
-        self: offline.OfflineNegatives, positive: Positive, user: int | None = None
+        self: lexicon.LexiconNegatives, positive: Positive, user: int | None = None
     ) -> list[InterventionPlan]:
         calls.append(positive.item.item_idx)
         if len(calls) == 120:
             raise KeyboardInterrupt("killed")
         return original(self, positive, user)
 
-    monkeypatch.setattr(offline.OfflineNegatives, "plan", dies_in_the_third_batch)
+    monkeypatch.setattr(lexicon.LexiconNegatives, "plan", dies_in_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes})
-    monkeypatch.setattr(offline.OfflineNegatives, "plan", original)
+    monkeypatch.setattr(lexicon.LexiconNegatives, "plan", original)
     resumed = run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref
     assert resumed.version == reference.version
     a = open_store(config).read_frame(resumed, "negatives", NEGATIVES)

@@ -192,13 +192,13 @@ def test_rows_number_each_units_negatives_and_flag_copies_of_real_items() -> Non
     rows = compute.Rows.of(NegativesConfig(round=3), "p1", {0: first, 1: second})
     key = rows.of_kind(
         "key",
-        "offline/m",
+        "lexicon/m",
         [(5, first), (None, second)],
         _examined(
             [_outcome("new"), _outcome(second.item.text())], [_outcome("x", "complete: bad")]
         ),
     )
-    control = rows.of_kind("control", "offline/m", [(None, first)], _examined([_outcome("other")]))
+    control = rows.of_kind("control", "lexicon/m", [(None, first)], _examined([_outcome("other")]))
 
     assert [r["negative_id"] for r in key + control] == [
         "r3-u5-i0-0",
@@ -230,7 +230,7 @@ def test_report_counts_statuses_reasons_coverage_and_the_image_share() -> None:
     negatives = compute.negatives_frame(
         rows.of_kind(
             "key",
-            "offline/m",
+            "lexicon/m",
             [(None, both), (None, text_only)],
             _examined(
                 [_outcome("a", modality="image"), _outcome("b")],
@@ -263,10 +263,10 @@ def test_stage_report_counts_controls_against_the_swapped_positives() -> None:
     positives = {0: text_keys}
     rows = compute.Rows.of(NegativesConfig(), "p1", positives)
     written = compute.negatives_frame(
-        rows.of_kind("key", "offline/m", [(None, text_keys)], _examined([_outcome("a")]))
+        rows.of_kind("key", "lexicon/m", [(None, text_keys)], _examined([_outcome("a")]))
         + rows.of_kind(
             "control",
-            "offline/m",
+            "lexicon/m",
             [(None, text_keys)],
             _examined([_outcome("b", modality="image"), _outcome("c")]),
         )
@@ -297,7 +297,7 @@ def test_replacements_name_the_most_frequent_values_and_show_examples() -> None:
     outcomes = [_outcome(f"pen {i}", to=to) for i, to in enumerate(["red", "red", "green", "red"])]
     outcomes.append(_outcome("pen 4", "text attributes differ: x", to="pink"))
     negatives = compute.negatives_frame(
-        rows.of_kind("key", "offline/m", [(None, positive)], _examined(outcomes))
+        rows.of_kind("key", "lexicon/m", [(None, positive)], _examined(outcomes))
     )
 
     found = compute.replacements(negatives.filter(pl.col("status") == "valid"), examples=2)
@@ -320,7 +320,7 @@ def test_key_lift_gives_each_changed_keys_share_and_lift_in_its_category() -> No
     valid = compute.negatives_frame(
         rows.of_kind(
             "key",
-            "offline/m",
+            "lexicon/m",
             [(None, positive)],
             _examined([_outcome("a red pen"), _outcome("a green pen", to="green"), brand]),
         )

@@ -1,4 +1,4 @@
-"""The offline backend: deterministic, CPU-only, no network.
+"""The lexicon backend: deterministic, CPU-only, no network.
 
 Text: attribute lexicons and patterns over the title and description (the title wins when both
 state a value), the brand field, and, where the lexicons are silent on material and style,
@@ -219,10 +219,10 @@ class ZeroShot:
                     )
 
 
-class OfflineBackend:
+class LexiconBackend:
     """Template 1 answered from the data itself, without a model server."""
 
-    name = "offline"
+    name = "lexicon"
     marks_keys = False
 
     def __init__(self, zero_shot: ZeroShot | None, images: ImagePolicy) -> None:

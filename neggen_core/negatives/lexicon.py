@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from neggen_core.llm.lexicon import COLOUR_RGB, rewrite
+from neggen_core.llm.lexicon_backend import describe_image, parse_image_description, read_text
 from neggen_core.llm.models import (
     Attribute,
     CompletedNegative,
@@ -26,7 +27,6 @@ from neggen_core.llm.models import (
     InterventionPlan,
     ItemInput,
 )
-from neggen_core.llm.offline import describe_image, parse_image_description, read_text
 from neggen_core.negatives.models import Outcome, Positive, Request, modality_order
 
 # (category, modality, name) -> value -> how many of the category's items have it
@@ -105,10 +105,10 @@ def locatable(positive: Positive) -> list[Attribute]:
     ]
 
 
-class OfflineNegatives:
+class LexiconNegatives:
     """Plans and completes negatives without a model."""
 
-    name = "offline"
+    name = "lexicon"
     model = "category-values+rewrite"
 
     def __init__(
