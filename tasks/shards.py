@@ -108,7 +108,7 @@ class ShardMap:
                 ),
             },
         )
-        shown = StageProgress(f"{stage} shards", "shards")
+        shown = StageProgress(stage, "shards")
         stats = []
         try:
             for done, future in enumerate(as_completed(futures), 1):

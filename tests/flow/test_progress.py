@@ -78,13 +78,21 @@ def root_with_data(tmp_path: Path, demo_built: tuple[str, dict[str, object]]) ->
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a run against the session's Prefect server (the test harness's)."""
+    from prefect.settings import PREFECT_API_URL
+
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PYTEST", "COV"))
     }
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
     return env
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_terminal_sees_each_epoch_and_a_progress_bar(
     root_with_data: Path, tmp_path: Path
 ) -> None:

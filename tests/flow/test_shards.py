@@ -92,7 +92,7 @@ def test_shards_on_threads_build_what_one_task_builds(
         assert f"{stage}-shards" in names
     finished = {str(a.description): float(a.data) for a in progress}
     for stage in SHARDED:
-        assert finished.get(f"{stage}: shards done (3 of 3)") == 100.0, finished
+        assert finished.get(f"{stage}: 3 of 3 shards") == 100.0, finished
 
     store = open_store(load_config(None, _overrides(root)))
     version = whole["embeddings"].version

@@ -19,27 +19,38 @@ from tests.support.helpers import DEMO_SETTINGS
 DATA_STAGES = STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]
 
 
-@pytest.fixture
-def built(tmp_path: Path, demo_built: tuple[str, dict[str, object]]) -> list[str]:
-    """A copy of the session's demo data stages, with train and evaluate built on it by two
-    configs (3 and 2 epochs), written as files: the CLI arguments of the 3-epoch one (the 2-epoch
-    one is `two-epochs.yaml` beside it)."""
-    root = tmp_path / "artifacts"
+@pytest.fixture(scope="module")
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, demo_built: tuple[str, dict[str, object]]
+) -> Path:
+    """The session's demo data stages, with train and evaluate built on them by two configs (3
+    and 2 epochs), written as files beside the root: `config.yaml`, `two-epochs.yaml`."""
+    folder = tmp_path_factory.mktemp("versions")
+    root = folder / "artifacts"
     for stage in DATA_STAGES:
         shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
-    paths = []
     for epochs in (2, 3):  # the main config's last
-        config = load_config(
-            None, [f"artifacts.root={root}", *DEMO_SETTINGS, f"train.epochs={epochs}"]
-        )
-        path = tmp_path / ("two-epochs.yaml" if epochs == 2 else "config.yaml")
-        path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        settings = [f"artifacts.root={root}", *DEMO_SETTINGS, f"train.epochs={epochs}"]
+        config = load_config(None, settings)
         store, versions = open_store(config), plan_versions(config)
         refs = {s: store.ref(s, versions[s]) for s in DATA_STAGES}
         refs["train"] = run_stage(config, "train", refs).ref
         run_stage(config, "evaluate", refs)
-        paths.append(str(path))
-    return ["--config", paths[-1]]
+        name = "two-epochs.yaml" if epochs == 2 else "config.yaml"
+        (folder / name).write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return folder
+
+
+@pytest.fixture
+def built(built_once: Path, tmp_path: Path) -> list[str]:
+    """A copy of `built_once` for one test (which may remove or damage what it holds): the CLI
+    arguments of the 3-epoch config (the 2-epoch one is `two-epochs.yaml` beside it)."""
+    shutil.copytree(built_once / "artifacts", tmp_path / "artifacts")
+    for name in ("config.yaml", "two-epochs.yaml"):
+        config = yaml.safe_load((built_once / name).read_text())
+        config["artifacts"]["root"] = str(tmp_path / "artifacts")
+        (tmp_path / name).write_text(yaml.safe_dump(config))
+    return ["--config", str(tmp_path / "config.yaml")]
 
 
 def _config(args: list[str]) -> NeggenConfig:
