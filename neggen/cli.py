@@ -267,12 +267,12 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _size(count: int) -> str:
-    size = float(count)
+    size, unit = float(count), "B"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            break
         size /= 1024
-    raise AssertionError("unreachable")
+    return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def _state(stage: dict[str, Any]) -> str:

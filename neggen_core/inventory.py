@@ -20,6 +20,7 @@ from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import NeggenConfig, with_settings
 from neggen_core.errors import ConfigError
 from neggen_core.pipeline.run import superseded
+from neggen_core.pipeline.spec import StageSpec
 from neggen_core.pipeline.stages import (
     STAGE_ORDER,
     STAGES,
@@ -89,7 +90,7 @@ def _summary(
     return "; ".join(part for part in parts if part)
 
 
-def _spec(stage: str) -> Any:
+def _spec(stage: str) -> StageSpec:
     return COMPARE if stage == COMPARE.name else STAGES[stage]
 
 

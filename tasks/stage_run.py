@@ -143,36 +143,45 @@ class _ToRunLog(logging.Handler):
             self.handleError(record)
 
 
-_core = logging.getLogger("neggen_core")
-_forwarding = threading.Lock()
-_forwarders: list[_ToRunLog] = []
-_saved: list[tuple[int, bool]] = []
+class _CoreLogs:
+    """The forwarding of neggen_core's records into run logs, shared by the stages running at
+    once in this process: installed by the first, removed (the logger as it was) by the last."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("neggen_core")
+        self.lock = threading.Lock()
+        self.users = 0
+        self.handler: _ToRunLog | None = None
+        self.saved = (logging.NOTSET, True)
+
+    @contextmanager
+    def forwarded(self) -> Iterator[None]:
+        with self.lock:
+            if self.users == 0:
+                self.saved = (self.logger.level, self.logger.propagate)
+                self.handler = _ToRunLog(get_run_logger())  # type: ignore[arg-type]
+                self.logger.addHandler(self.handler)
+                self.logger.setLevel(min(self.logger.getEffectiveLevel(), logging.INFO))
+                self.logger.propagate = False
+            self.users += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.users -= 1
+                if self.users == 0 and self.handler is not None:
+                    self.logger.removeHandler(self.handler)
+                    self.logger.level, self.logger.propagate = self.saved
+                    self.handler = None
 
 
-@contextmanager
-def core_logs_in_run_log() -> Iterator[None]:
+_core_logs = _CoreLogs()
+
+
+def core_logs_in_run_log() -> AbstractContextManager[None]:
     """While a stage runs, neggen_core's INFO and above go to the Prefect run log (and so to the
     console and the API), not around it to the root logger (which would print them twice)."""
-    with _forwarding:
-        if not _forwarders:
-            _saved.append((_core.level, _core.propagate))
-            handler = _ToRunLog(get_run_logger())  # type: ignore[arg-type]
-            _core.addHandler(handler)
-            _core.setLevel(min(_core.getEffectiveLevel(), logging.INFO))
-            _core.propagate = False
-            _forwarders.append(handler)
-        else:
-            _forwarders.append(_forwarders[0])
-    try:
-        yield
-    finally:
-        with _forwarding:
-            handler = _forwarders.pop()
-            if not _forwarders:
-                _core.removeHandler(handler)
-                level, propagate = _saved.pop()
-                _core.setLevel(level)
-                _core.propagate = propagate
+    return _core_logs.forwarded()
 
 
 def llm_limit(config: NeggenConfig, stage: str) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 from flows.deployments import FULL, REGENERATE, deploy_values
 from neggen_core.config import load_config
 from neggen_core.pipeline.stages import open_store, plan_versions
-from tests.support.helpers import DEMO_SETTINGS, REPO
+from tests.support.helpers import DEMO_SETTINGS, REPO, copy_data_stages
 from tests.support.prefect_processes import BIN, Api, Processes, free_port, prefect_env, wait
 
 POOL = "neggen-pool"
@@ -66,8 +66,7 @@ def test_full_deployment_runs_on_a_process_worker_from_a_plain_checkout(
 ) -> None:
     processes, api, checkout = deployed
     root = processes.logs / "artifacts"
-    for stage in ("ingest", "attributes", "negatives", "embeddings"):  # built once a session
-        shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
+    copy_data_stages(demo_built[0], root)
     overrides = [f"artifacts.root={root}", *DEMO_SETTINGS]
     done = processes.run(
         str(BIN / "prefect"),

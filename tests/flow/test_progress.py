@@ -10,7 +10,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import DEMO_SETTINGS, REPO
+from tests.support.helpers import DEMO_SETTINGS, REPO, copy_data_stages
 
-DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
 EPOCH_LINE = re.compile(r"epoch (\d+)/3: loss [\d.]+, valid recall@20 [\d.]+ \(best [\d.]+\)")
 BAR = re.compile(r"train: +(\d+)%\|[^|\r\n]*\| (\d)/3 \[")
 
@@ -72,8 +70,7 @@ def _in_a_terminal(command: list[str], env: dict[str, str], timeout: float) -> t
 def root_with_data(tmp_path: Path, demo_built: tuple[str, dict[str, object]]) -> Path:
     """A copy of the session's demo data stages: the run trains and evaluates."""
     root = tmp_path / "artifacts"
-    for stage in DATA_STAGES:
-        shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
+    copy_data_stages(demo_built[0], root)
     return root
 
 

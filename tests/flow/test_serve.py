@@ -22,7 +22,7 @@ from neggen_core.artifacts.store import LOCKS
 from neggen_core.config import load_config
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
-from tests.support.helpers import DEMO_SETTINGS, REPO
+from tests.support.helpers import DEMO_SETTINGS, REPO, copy_data_stages
 from tests.support.prefect_processes import BIN, Api, Processes, free_port, prefect_env, wait
 
 
@@ -34,8 +34,7 @@ def served(
     config whose data stages the session already built (copied, not shared)."""
     tmp = tmp_path_factory.mktemp("served")
     root = tmp / "artifacts"
-    for stage in ("ingest", "attributes", "negatives", "embeddings"):
-        shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
+    copy_data_stages(demo_built[0], root)
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     processes = Processes(prefect_env(tmp / "prefect-home", url), tmp)

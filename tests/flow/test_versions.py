@@ -14,9 +14,7 @@ from neggen.cli import EXIT_FAILED, EXIT_NOT_READY, EXIT_USAGE, main
 from neggen_core.config import NeggenConfig, load_config
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
-from tests.support.helpers import DEMO_SETTINGS
-
-DATA_STAGES = STAGE_ORDER[: STAGE_ORDER.index("embeddings") + 1]
+from tests.support.helpers import DATA_STAGES, DEMO_SETTINGS, copy_data_stages
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +25,7 @@ def built_once(
     and 2 epochs), written as files beside the root: `config.yaml`, `two-epochs.yaml`."""
     folder = tmp_path_factory.mktemp("versions")
     root = folder / "artifacts"
-    for stage in DATA_STAGES:
-        shutil.copytree(Path(demo_built[0], "demo-small", stage), root / "demo-small" / stage)
+    copy_data_stages(demo_built[0], root)
     for epochs in (2, 3):  # the main config's last
         settings = [f"artifacts.root={root}", *DEMO_SETTINGS, f"train.epochs={epochs}"]
         config = load_config(None, settings)

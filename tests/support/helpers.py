@@ -1,16 +1,18 @@
 """Plain helpers the tests share (no fixtures: those stay in tests/conftest.py): the repository's
-paths, the demo's small-batch settings, a line-file writer, a reader of Prefect's run logs and a
-hand-made item."""
+paths, the demo's small-batch settings, a copy of its data stages, a line-file writer, a reader
+of Prefect's run logs and a hand-made item."""
 
 from __future__ import annotations
 
 import gzip
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 from neggen_core.llm.models import ItemInput
 
 REPO = Path(__file__).resolve().parents[2]
+DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
 OFFICE = REPO.parent / "shared" / "data" / "amazon-office"
 
 # small batches, so that the demo's sharded stages have several batches (10, 5 and 7) to shard
@@ -60,3 +62,10 @@ def item(idx: int, title: str, image_uri: str | None = None) -> ItemInput:
         categories=(),
         image_uri=image_uri,
     )
+
+
+def copy_data_stages(demo_root: str, root: Path) -> None:
+    """Copy the session's demo data stages (`demo_built`'s root) under `root`, so a test trains
+    and evaluates on them without building them again and without touching the session's."""
+    for stage in DATA_STAGES:
+        shutil.copytree(Path(demo_root, "demo-small", stage), root / "demo-small" / stage)
