@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
 
+from neggen_core import devices
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.compare import plan as planning
 from neggen_core.compare.stage import SPEC
@@ -40,6 +41,7 @@ def compare(
     config = planning.comparison_config(
         load_config(config_path, overrides or []), methods, backbones, seeds
     )
+    devices.check(config, ("embeddings", "train"))
 
     refs: dict[str, ArtifactRef] = {"ingest": ingest(config)}
     refs["attributes"] = attributes(config, refs["ingest"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from neggen_core import devices
 from neggen_core.artifacts.store import ArtifactRef
 from neggen_core.config import load_config, with_settings
 from neggen_core.errors import ConfigError
@@ -43,6 +44,7 @@ def neggen(
     input URLs unredacted."""
     config = load_config(config_path, overrides or [])
     selected = select_stages(from_stage, until_stage)
+    devices.check(config, selected)  # a missing GPU fails now, not after the LLM stages
     for aside in supersede_for_rebuild(config, rebuild or []):
         get_run_logger().info("moved %s aside to build it again (kept until `neggen gc`)", aside)
     if regenerate_negatives:

@@ -11,6 +11,7 @@ from typing import Any
 
 import fsspec
 
+from neggen_core import devices
 from neggen_core.compare.plan import comparison_config
 from neggen_core.compare.stage import SPEC as COMPARE
 from neggen_core.config import load_config
@@ -128,11 +129,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     # fail on a bad config or stage range before Prefect starts (the flow loads it again from
     # its path: its parameters go to the Prefect API, a loaded config would go unredacted)
-    load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)
     first, last = args.from_stage, args.until_stage
     if first and last and STAGE_ORDER.index(first) > STAGE_ORDER.index(last):
         raise ConfigError(f"--from {first} comes after --until {last}: nothing to run")
-    select_stages(first, last)
+    devices.check(config, select_stages(first, last))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.neggen import neggen
 
@@ -158,9 +159,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     # fail on a bad config, method, grid or seed count before Prefect starts
-    comparison_config(
+    config = comparison_config(
         load_config(args.config, args.overrides), args.methods, args.backbones, args.seeds
     )
+    devices.check(config, ("embeddings", "train"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.compare import compare
 

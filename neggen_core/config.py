@@ -25,6 +25,7 @@ from pydantic import (
 
 from neggen_core.errors import ConfigError
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # torch devices: see neggen_core/devices.py
 DatasetFormat = Literal["amazon2014", "amazon2018", "amazon2023", "mmrec", "index_json"]
 DemoScale = Literal["small", "baby"]
 
@@ -230,6 +231,13 @@ class EmbeddingsConfig(StrictModel):
         description="Reuse the vectors of texts encoded by earlier embeddings versions of the "
         "dataset (<root>/<dataset>/vector-cache); not part of the version.",
     )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="Where the text encoder runs: auto (CUDA where torch sees one, else the "
+        "CPU), cpu, cuda or cuda:N; OpenVINO runs on the CPU, so on CUDA torch encodes. Not "
+        "part of the version.",
+    )
     image_features: bool = Field(True, description="Pillow colour/shape vectors for item images.")
     near_duplicate_threshold: float = Field(
         0.97,
@@ -375,6 +383,12 @@ class TrainConfig(StrictModel):
         20, ge=1, description="Stop after this many epochs without a better valid Recall@20."
     )
     seed: int = Field(999)
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="Where the recommender trains and ranks: auto (CUDA where torch sees one, "
+        "else the CPU), cpu, cuda or cuda:N. Not part of the version.",
+    )
     samplers: SamplersConfig = Field(default_factory=SamplersConfig)
     freedom: FreedomConfig = Field(default_factory=FreedomConfig)
     neggen: NegGenSettings = Field(default_factory=NegGenSettings)

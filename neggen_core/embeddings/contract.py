@@ -37,7 +37,7 @@ TABLES = tables(384)  # the bundled encoder's width; `build` sets the configured
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    settings = config.embeddings.model_dump(exclude={"vector_cache"})
+    settings = config.embeddings.model_dump(exclude={"vector_cache", "device"})
     settings["encoder"] = model_fingerprint(config.embeddings.encoder)
     return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION}
 

@@ -44,7 +44,7 @@ class CachedEncoder:
 
     def __init__(self, settings: EmbeddingsConfig, store: ArtifactStore) -> None:
         self.encoder = TextEncoder(
-            settings.encoder, settings.encode_batch_size, settings.encoder_backend
+            settings.encoder, settings.encode_batch_size, settings.encoder_backend, settings.device
         )
         self.cache = (
             VectorCache(store, self.identity, self.encoder.dim) if settings.vector_cache else None

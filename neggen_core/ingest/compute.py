@@ -49,6 +49,9 @@ _ENTITIES = {
     "&lt;": "<",
     "&gt;": ">",
     "&nbsp;": " ",
+    "&reg;": "\u00ae",
+    "&trade;": "\u2122",
+    "&copy;": "\u00a9",
 }
 
 
@@ -303,9 +306,13 @@ def clean_interactions(
     )
 
 
+def _decoded(text: pl.Expr) -> pl.Expr:
+    """HTML entities in scraped text ("Retro Gaming &amp; Microconsoles") decoded, ends stripped."""
+    return text.str.replace_many(list(_ENTITIES), list(_ENTITIES.values())).str.strip_chars()
+
+
 def _clean_text(column: str) -> pl.Expr:
-    entities = pl.col(column).str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
-    text = entities.str.strip_chars()
+    text = _decoded(pl.col(column))
     return pl.when(text == "").then(None).otherwise(text).alias(column)
 
 
@@ -350,7 +357,7 @@ def clean_items(meta: pl.DataFrame, quarantine: Quarantine) -> tuple[pl.DataFram
         _clean_text("title"),
         _clean_text("description"),
         _clean_text("brand"),
-        pl.col("categories").list.eval(pl.element().str.strip_chars()).list.drop_nulls(),
+        pl.col("categories").list.eval(_decoded(pl.element())).list.drop_nulls(),
     )
     counts = {
         "metadata_records": meta.height,

@@ -21,7 +21,8 @@ from neggen_core.errors import InputFormatError
 from neggen_core.images import ImagePolicy
 
 UPSTREAM: tuple[str, ...] = ()
-SCHEMA_VERSION = 2  # 2: image paths relative to the metadata file's folder
+# 2: image paths relative to the metadata file's folder; 3: HTML entities decoded in categories
+SCHEMA_VERSION = 3
 TABLES = {"users": USERS, "items": ITEMS, "interactions": INTERACTIONS, "quarantine": QUARANTINE}
 REPORT = "report.json"
 

@@ -172,9 +172,11 @@ class Backbone(Recommender):
         total = bpr + self.reg_weight * embedded.reg
         return Losses(total, {"bpr": bpr.item(), "reg": embedded.reg.item()})
 
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+    def full_sort_predict(
+        self, users: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         user_final, item_final = self.final_embeddings()
-        return user_final[users] @ item_final.T
+        return torch.mm(user_final[users], item_final.T, out=out)
 
     @torch.no_grad()
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -207,6 +209,7 @@ class LightGCN(Backbone):
     ):
         super().__init__(n_users, n_items, dim, reg_weight, seed)
         self.adjacency = adjacency
+        self.held = ("adjacency",)
         self.n_layers = n_layers
         self.hops = n_layers + 1
 

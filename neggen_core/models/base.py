@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,12 +39,46 @@ class Losses:
     parts: dict[str, float] = field(default_factory=dict)
 
 
+def _moved(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`fn` applied to a tensor, or to each tensor field of a dataclass (a copy)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        tensors = {f.name: getattr(value, f.name) for f in fields(value)}
+        return replace(
+            value, **{k: fn(v) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+        )
+    return value
+
+
 class Recommender(nn.Module, ABC):
-    """Base of every model: the scores of users for items, the loss of a batch."""
+    """Base of every model: the scores of users for items, the loss of a batch.
+
+    A model is built on the CPU (its seeded initialisation is the same everywhere) and moved
+    with `.to(device)`; `held` names the attributes that hold tensors outside its parameters
+    and buffers (a sparse graph, a dataclass of features), which move with it."""
 
     n_users: int
     n_items: int
     hops: int = 1  # embedding layers a MixGCF pool is mixed over
+    held: tuple[str, ...] = ()
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        for name in self.held:
+            setattr(self, name, _moved(getattr(self, name), fn))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (the CPU for a model without any)."""
+        for tensor in self.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    def as_tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A numpy array (indices, weights) as a tensor on the model's device."""
+        return torch.from_numpy(array).to(self.device)
 
     @abstractmethod
     def calculate_loss(self, batch: Batch) -> Losses:
@@ -52,8 +88,11 @@ class Recommender(nn.Module, ABC):
         """Called by the trainer before each epoch's batches (FREEDOM prunes its graph)."""
 
     @abstractmethod
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
-        """(len(users), n_items) scores of `users` (int64, (U,)) for every item."""
+    def full_sort_predict(
+        self, users: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(len(users), n_items) scores of `users` (int64, (U,)) for every item, written into
+        `out` where one is given (the evaluator reuses one buffer across its batches)."""
 
     @abstractmethod
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

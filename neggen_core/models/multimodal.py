@@ -224,6 +224,7 @@ class Freedom(Backbone):
         self.users, self.items = users, items
         self.full = normalized_adjacency(n_users, n_items, users, items)
         self.pruned = self.full
+        self.held = ("full", "pruned", "graph")
         self.weights = edge_weights(users, items)
         self.keep = int(len(users) * (1.0 - settings.dropout))
         self.item_modal, self.item_present = modal.numpy(), present.numpy()
@@ -247,7 +248,7 @@ class Freedom(Backbone):
         kept = kept_edges(self.weights, self.keep, np.random.default_rng([self.seed, epoch, 7]))
         self.pruned = normalized_adjacency(
             self.n_users, self.n_items, self.users[kept], self.items[kept]
-        )
+        ).to(self.device)
 
     def graph_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(n_items, d) twice: the item ID embeddings propagated over the item-item graph one
@@ -282,9 +283,9 @@ class Freedom(Backbone):
         against the positives' and negatives' projected modal features; 0 (not computed) when
         its weight is 0."""
         if self.reg_weight == 0:
-            return torch.zeros(())
+            return torch.zeros((), device=user.device)
         negatives = batch.negatives if batch.negatives.ndim == 1 else batch.negatives[:, 0]
-        total = torch.zeros(())
+        total = torch.zeros((), device=user.device)
         for modal, projection in zip(self.modal, self.projections, strict=True):
             positive = (user * projection(modal[batch.positives])).sum(-1)
             negative = (user * projection(modal[negatives])).sum(-1)

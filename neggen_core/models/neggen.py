@@ -156,6 +156,7 @@ class NegGen(Recommender):
         self.backbone = backbone
         self.n_users, self.n_items, self.hops = backbone.n_users, backbone.n_items, backbone.hops
         self.features = features
+        self.held = ("features", "virtual")
         self.settings = settings
         generator = torch.Generator().manual_seed(seed + 1)
         self.attention = ModalAttention(features.modalities, features.dim, backbone.dim, generator)
@@ -166,7 +167,7 @@ class NegGen(Recommender):
             if not isinstance(backbone, Freedom):
                 raise ValueError("a virtual node needs FREEDOM's item-item graph")
             self.virtual = backbone.virtual_nodes(
-                features.negative_modal.numpy(), features.negative_present.numpy()
+                features.negative_modal.cpu().numpy(), features.negative_present.cpu().numpy()
             )
 
     @property
@@ -187,7 +188,7 @@ class NegGen(Recommender):
     def _weights(self, modal: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Attention weights over the modalities; with one modality they are 1, uncomputed."""
         if modal.shape[1] == 1:
-            return torch.ones(modal.shape[0], 1)
+            return torch.ones(modal.shape[0], 1, device=modal.device)
         return self.attention.attend(self.attention.project(modal), present)
 
     def _pooled(self, modal: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -285,9 +286,11 @@ class NegGen(Recommender):
             self._cache = scoring
         return self._cache
 
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+    def full_sort_predict(
+        self, users: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         user_final, items = self._scoring()
-        return user_final[users] @ items.T
+        return torch.mm(user_final[users], items.T, out=out)
 
     @torch.no_grad()
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from neggen_core import devices
 from neggen_core.config import BackboneName, ModelName, SamplerName, TrainConfig
 from neggen_core.data import ItemFeatures, TrainingData
 from neggen_core.errors import ConfigError
@@ -85,7 +86,9 @@ SAMPLERS: dict[SamplerName, Callable[[TrainConfig, TrainingData], Sampler]] = {
 
 
 def build_model(settings: TrainConfig, data: TrainingData) -> Recommender:
-    return MODELS[settings.model](settings, data)
+    """The model, built on the CPU (the same seeded start everywhere), on `train.device`."""
+    model = MODELS[settings.model](settings, data)
+    return model.to(devices.resolve(settings.device, "train.device"))
 
 
 def build_sampler(settings: TrainConfig, data: TrainingData) -> Sampler:

@@ -62,15 +62,18 @@ class Sampler(Protocol):
 
 def _chosen(pool: np.ndarray, column: torch.Tensor) -> np.ndarray:
     """Row r's item at `column[r]` of the pool."""
-    chosen: np.ndarray = pool[np.arange(len(pool)), column.numpy()]
+    chosen: np.ndarray = pool[np.arange(len(pool)), column.cpu().numpy()]
     return chosen
 
 
-def _batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:
+def _batch(
+    model: Recommender, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray
+) -> Batch:
+    """The batch, on the model's device."""
     return Batch(
-        users=torch.from_numpy(users),
-        positives=torch.from_numpy(positives),
-        negatives=torch.from_numpy(negatives),
+        users=model.as_tensor(users),
+        positives=model.as_tensor(positives),
+        negatives=model.as_tensor(negatives),
     )
 
 
@@ -82,7 +85,7 @@ class RNS:
     def sample(
         self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
     ) -> Batch:
-        return _batch(users, positives, uniform_candidates(self.data, users, 1, rng)[:, 0])
+        return _batch(model, users, positives, uniform_candidates(self.data, users, 1, rng)[:, 0])
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ class DNS:
         self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
     ) -> Batch:
         pool = uniform_candidates(self.data, users, self.pool, rng)
-        scores = model.score_candidates(torch.from_numpy(users), torch.from_numpy(pool))
-        return _batch(users, positives, _chosen(pool, scores.argmax(dim=1)))
+        scores = model.score_candidates(model.as_tensor(users), model.as_tensor(pool))
+        return _batch(model, users, positives, _chosen(pool, scores.argmax(dim=1)))
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,14 @@ class AHNS:
         self, model: Recommender, users: np.ndarray, positives: np.ndarray, rng: np.random.Generator
     ) -> Batch:
         pool = uniform_candidates(self.data, users, self.settings.pool, rng)
-        user_tensor = torch.from_numpy(users)
-        scores = model.score_candidates(user_tensor, torch.from_numpy(pool))
-        positive = model.score_candidates(user_tensor, torch.from_numpy(positives[:, None]))
+        user_tensor = model.as_tensor(users)
+        scores = model.score_candidates(user_tensor, model.as_tensor(pool))
+        positive = model.score_candidates(user_tensor, model.as_tensor(positives[:, None]))
         # the base is kept positive so that a fractional exponent stays real
         base = (positive + self.settings.alpha).clamp_min(1e-6)
         target = self.settings.beta * base.pow(self.settings.p + 1)
-        return _batch(users, positives, _chosen(pool, (scores - target).abs().argmin(dim=1)))
+        chosen = _chosen(pool, (scores - target).abs().argmin(dim=1))
+        return _batch(model, users, positives, chosen)
 
 
 @dataclass(frozen=True)
@@ -131,9 +135,9 @@ class MixGCF:
         pool = uniform_candidates(self.data, users, self.pool, rng)
         mix = rng.random((len(users), model.hops), dtype=np.float32)
         return Batch(
-            users=torch.from_numpy(users),
-            positives=torch.from_numpy(positives),
-            negatives=torch.from_numpy(pool),
-            mix=torch.from_numpy(mix),
+            users=model.as_tensor(users),
+            positives=model.as_tensor(positives),
+            negatives=model.as_tensor(pool),
+            mix=model.as_tensor(mix),
             hop_scoring=self.hop_scoring,
         )

@@ -116,7 +116,9 @@ class NegativesJob:
         if self.settings.max_cosine is None:
             return None
         settings = self.config.embeddings
-        return TextEncoder(settings.encoder, settings.encode_batch_size, settings.encoder_backend)
+        return TextEncoder(
+            settings.encoder, settings.encode_batch_size, settings.encoder_backend, settings.device
+        )
 
     def similarity(self, pairs: Sequence[tuple[Positive, Outcome]]) -> np.ndarray:
         """The cosine of each candidate's joint vector to its positive's."""

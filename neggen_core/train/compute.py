@@ -98,8 +98,8 @@ def chosen_rows(
     rows = uniform.copy()
     if chosen.any():
         pool = np.where(eligible[chosen], candidates[chosen], -1)
-        scores = model.negative_scores(torch.from_numpy(users[chosen]), torch.from_numpy(pool))
-        rows[chosen] = pool[np.arange(len(pool)), scores.argmax(1).numpy()]
+        scores = model.negative_scores(model.as_tensor(users[chosen]), model.as_tensor(pool))
+        rows[chosen] = pool[np.arange(len(pool)), scores.argmax(1).cpu().numpy()]
     with_negatives = int((uniform >= 0).sum())
     return GeneratedChoice(rows, with_negatives, with_negatives - int(chosen.sum()))
 
@@ -108,6 +108,12 @@ def _serialise(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's `state_dict` on the CPU: what a checkpoint and `model.pt` hold,
+    whatever the device trained on, so that any machine loads them."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def fit(
@@ -120,12 +126,14 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train until valid Recall@20 has not improved for `patience` epochs (or `epochs` ran)."""
-    torch.use_deterministic_algorithms(True)  # process-wide, and left on: see the docstring
+    # process-wide, and left on: see the docstring; a GPU has no deterministic kernel for
+    # every operation used here (sparse products), and a run there is not bit-reproducible
+    torch.use_deterministic_algorithms(True, warn_only=model.device.type != "cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     log: list[dict[str, Any]] = []
     first_epoch, best_epoch, best_value, bad_epochs = 0, -1, -1.0, 0
     best_valid: dict[str, float] = {}
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = cpu_state(model)
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
         state = load_state(saved)
@@ -170,7 +178,7 @@ def fit(
                     fallbacks += choice.fallbacks
                 else:
                     picked = generated_rows(model.features, positives, rng)
-                batch = replace(batch, generated=torch.from_numpy(picked))
+                batch = replace(batch, generated=model.as_tensor(picked))
             losses = model.calculate_loss(batch)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(losses.total)  # as Tensor.backward, which torch leaves untyped
@@ -187,7 +195,7 @@ def fit(
         if improved:
             best_epoch, best_value, bad_epochs = epoch, valid[SELECTION_METRIC], 0
             best_valid = valid
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = cpu_state(model)
         else:
             bad_epochs += 1
         row: dict[str, Any] = {
@@ -213,7 +221,7 @@ def fit(
             checkpoints.save(
                 _serialise(
                     {
-                        "model": model.state_dict(),
+                        "model": cpu_state(model),
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch,
                         "best_epoch": best_epoch,

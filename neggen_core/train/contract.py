@@ -58,7 +58,7 @@ def reads_features(config: NeggenConfig) -> bool:
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     """The settings a run uses: a baseline's leave out NegGen's (and its backbone), only the
     sampler in use keeps its settings, and FREEDOM's only where FREEDOM trains."""
-    train = config.train.model_dump(mode="json")
+    train = config.train.model_dump(mode="json", exclude={"device"})
     if config.train.model != "neggen":
         del train["neggen"], train["backbone"]
     elif not config.train.neggen.virtual_node:
@@ -205,6 +205,6 @@ def model_state(store: ArtifactStore, ref: ArtifactRef) -> dict[str, Any]:
 
 def load_state(data: bytes) -> dict[str, Any]:
     """A checkpoint or a model file: tensors and plain values only (`weights_only=True`)."""
-    loaded = torch.load(io.BytesIO(data), weights_only=True)
+    loaded = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     assert isinstance(loaded, dict)
     return loaded

@@ -92,7 +92,7 @@ def test_duplicates_keep_the_earliest_and_a_bad_rating_is_nulled_and_quarantined
 def test_clean_items_keeps_the_first_record_and_nulls_an_ambiguous_price() -> None:
     meta = pl.DataFrame(
         [
-            ("a", " Mug &amp; Lid ", None, None, [" Home "], "$1,299.00", None, "m", 1),
+            ("a", " Mug&reg; ", None, None, [" Home &amp; Garden "], "$1,299.00", None, "m", 1),
             ("a", "Second mug", None, None, [], "$2", None, "m", 2),
             ("b", "Pen", None, None, [], "12,99", None, "m", 3),
         ],
@@ -102,7 +102,7 @@ def test_clean_items_keeps_the_first_record_and_nulls_an_ambiguous_price() -> No
     quarantine = Quarantine()
     items, counts = clean_items(meta, quarantine)
     assert items.select("item_id", "title", "categories", "price").rows() == [
-        ("a", "Mug & Lid", ["Home"], 1299.0),
+        ("a", "Mug\u00ae", ["Home & Garden"], 1299.0),
         ("b", "Pen", [], None),
     ]
     assert (counts["duplicate_metadata"], counts["unparsable_prices"]) == (1, 1)

@@ -23,6 +23,7 @@ FOUNDATION = {
     "provenance": 0,
     "config": 1,
     "threads": 2,
+    "devices": 2,
     "images": 2,
     "artifacts": 2,
     "data": 3,

@@ -49,7 +49,9 @@ class FixedScores(Recommender):
         super().__init__()
         self.scores = torch.tensor(scores)
 
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+    def full_sort_predict(
+        self, users: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.scores.repeat(len(users), 1)
 
     def calculate_loss(self, batch: Batch) -> Losses:

@@ -71,7 +71,9 @@ class Scores(Recommender):
     def calculate_loss(self, batch: Batch) -> Losses:
         raise AssertionError("a sampler never trains the model")
 
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
+    def full_sort_predict(
+        self, users: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise AssertionError("a sampler never ranks every item")
 
 
