@@ -127,9 +127,44 @@ class VllmConfig(StrictModel):
     )
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles, with jitter.")
     backoff_max_s: float = Field(20.0, ge=0, description="Longest retry delay.")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    max_tokens: int = Field(1024, ge=16, description="Reply token limit.")
-    seed: int = Field(0, description="Sampling seed sent with every request.")
+    temperature: float = Field(
+        0.0, ge=0, description="Template 1's sampling temperature (0: greedy decoding)."
+    )
+    negatives_temperature: float = Field(
+        0.7,
+        ge=0,
+        description="Templates 2 and 3's sampling temperature, with a seed of each negative's "
+        "own, so that a positive's negatives differ (0: greedy; they then repeat, and the "
+        "repeats are dropped as duplicates).",
+    )
+    max_completion_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Reply token limit; a reply cut off at it is asked once more with twice "
+        "the limit, within the server's max_model_len.",
+    )
+    max_pixels: int = Field(
+        1280 * 28 * 28,
+        ge=28 * 28,
+        description="Images are downscaled (aspect kept) to at most this many pixels before "
+        "they are sent; the server's --mm-processor-kwargs max_pixels should be the same "
+        "(1280*28*28: at most 1280 image tokens on Qwen2.5-VL).",
+    )
+    seed: int = Field(0, description="Template 1's sampling seed, sent when it samples.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_max_tokens(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_tokens" in data:
+            warnings.warn(
+                "llm.vllm.max_tokens is now llm.vllm.max_completion_tokens (the name vLLM's "
+                "API uses); max_tokens is read as max_completion_tokens for now, rename it",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = dict(data)
+            data.setdefault("max_completion_tokens", data.pop("max_tokens"))
+        return data
 
 
 class LlmConfig(StrictModel):

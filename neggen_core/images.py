@@ -10,12 +10,14 @@ An `image_uri` comes from an input file and is untrusted. The pipeline reads it 
 Never a `file://` URL, a chained fsspec URL (`simplecache::...`), a `data:` URI or any other
 scheme. A file over the size limit, or an image over Pillow's decompression-bomb limit, is
 refused too. Every refusal is an `ImageRefused` naming the reason: the item is then text-only.
-No backend is given a URL to fetch; the vLLM backend sends the bytes read here.
+No backend is given a URL to fetch; the vLLM backend sends the bytes read here, downscaled to
+its pixel budget where larger (`within_pixels`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import posixpath
 import re
@@ -142,6 +144,49 @@ class ImagePolicy:
         data = self.read(uri)
         mime = _decoded(data, lambda image: Image.MIME.get(image.format or "", "image/png"))
         return data, mime
+
+
+def fitted_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, to at most `max_pixels` pixels (unchanged
+    when within)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    fitted = [max(1, math.floor(width * scale)), max(1, math.floor(height * scale))]
+    while fitted[0] * fitted[1] > max_pixels:  # a side floored to 1 can leave it over
+        fitted[fitted.index(max(fitted))] -= 1
+    return fitted[0], fitted[1]
+
+
+def within_pixels(data: bytes, mime: str, max_pixels: int) -> tuple[bytes, str]:
+    """An image's bytes and MIME type with at most `max_pixels` pixels: as they are when within,
+    else downscaled (aspect kept, Lanczos) and encoded again, a JPEG as JPEG, anything else as
+    PNG. The same bytes always give the same result."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size = fitted_size(image.width, image.height, max_pixels)
+            if size == image.size:
+                return data, mime
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageRefused(f"over {MAX_PIXELS:,} pixels")
+            jpeg = image.format == "JPEG"
+            image.draft(None, size)  # a JPEG is decoded at a fraction of its size where it can
+            if jpeg:
+                mode = "L" if image.mode == "L" else "RGB"
+            elif image.mode in ("RGB", "RGBA", "L", "LA"):
+                mode = image.mode
+            else:
+                transparent = "A" in image.mode or "transparency" in image.info
+                mode = "RGBA" if transparent else "RGB"
+            small = image.convert(mode).resize(size, Image.Resampling.LANCZOS)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageRefused(f"not a readable image ({exc})") from exc
+    buffer = io.BytesIO()
+    if jpeg:
+        small.save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue(), "image/jpeg"
+    small.save(buffer, format="PNG")
+    return buffer.getvalue(), "image/png"
 
 
 def _decoded(data: bytes, use: Callable[[Image.Image], T]) -> T:

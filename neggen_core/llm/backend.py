@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from neggen_core.llm.vllm import VllmBackend
 
 LEXICON_EXTRACTOR_VERSION = 4
+# 2: max_completion_tokens; a reply cut off (finish_reason length) asked once more with a larger
+# limit; greedy requests without a seed; images downscaled to llm.vllm.max_pixels
+VLLM_REQUEST_VERSION = 2
 
 
 class Backend(Protocol):
@@ -41,8 +44,9 @@ def uses_vllm(config: NeggenConfig) -> bool:
     return config.llm.backend == "vllm"
 
 
-def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The part of the LLM config that changes answers (never keys, timeouts, concurrency)."""
+def version_config(config: NeggenConfig, negatives: bool = False) -> dict[str, Any]:
+    """The part of the LLM config that changes a stage's answers (never keys, timeouts,
+    concurrency): template 1's, and with `negatives` templates 2 and 3's too."""
     llm = config.llm
     fetched = {"fetch_images": True} if config.dataset.fetch_images else {}
     if not uses_vllm(config):
@@ -52,13 +56,17 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
             "extractor_version": LEXICON_EXTRACTOR_VERSION,
             **fetched,
         }
+    vllm = llm.vllm
     return {
         "backend": "vllm",
         **fetched,
-        "model": llm.vllm.model,
-        "temperature": llm.vllm.temperature,
-        "max_tokens": llm.vllm.max_tokens,
-        "seed": llm.vllm.seed,
+        "model": vllm.model,
+        "request_version": VLLM_REQUEST_VERSION,
+        "temperature": vllm.temperature,
+        "max_completion_tokens": vllm.max_completion_tokens,
+        "max_pixels": vllm.max_pixels,
+        "seed": vllm.seed,
+        **({"negatives_temperature": vllm.negatives_temperature} if negatives else {}),
     }
 
 

@@ -2,15 +2,19 @@
 
 vLLM is an external service (`vllm serve <model>`), never a dependency of this package. Images
 go as `image_url` parts holding the bytes the pipeline read under `neggen_core.images`' rules
-(base64 data URIs, never a URL for the server to fetch); replies are
+(base64 data URIs, never a URL for the server to fetch), downscaled first to
+`llm.vllm.max_pixels`, so that an image's tokens fit the model length; replies are
 constrained with `response_format` = the JSON schema of `Extraction` and validated back through
 it. Requests run concurrently (bounded), each with a timeout; timeouts, connection errors, 429
-and 5xx are retried with exponential backoff and jitter, nothing else is. An invalid reply gets
-one repair request; if that is invalid too the item is recorded `invalid` with the reason. A
-request that exhausts its retries is not an answer: once every request of the batch has
-settled, the batch fails with `ServerUnavailable` (nothing of it is written; a rerun asks only
-what was not answered). Every reply is cached (`cache.py`) before it is used, and identical
-requests in flight at once are sent once, so no request is ever paid for twice.
+and 5xx are retried with exponential backoff and jitter, nothing else is. A reply cut off at its
+token limit (`finish_reason: length`) is asked once more with twice the limit (within the
+model length), never repaired; an invalid reply gets one repair request; a prompt longer than
+the model length (HTTP 400) is not retried. Each of these ends, if unanswered, in the item
+recorded `invalid` with the reason. A request that exhausts its retries is not an answer: once
+every request of the batch has settled, the batch fails with `ServerUnavailable` (nothing of it
+is written; a rerun asks only what was not answered); a refused API key fails it too. Every reply
+is cached (`cache.py`) before it is used, and identical requests in flight at once are sent
+once, so no request is ever paid for twice.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, TypeVar
 
@@ -31,13 +35,19 @@ from pydantic import BaseModel, ValidationError
 
 from neggen_core.config import VllmConfig
 from neggen_core.errors import BackendError, ServerUnavailable
-from neggen_core.images import ImagePolicy, ImageRefused
+from neggen_core.images import ImagePolicy, ImageRefused, within_pixels
 from neggen_core.llm.cache import ResponseCache, request_key
 from neggen_core.llm.models import Extraction, ExtractionResult, ItemInput
 from neggen_core.llm.prompts import DESCRIBE_EXTRACT, load_template
 from neggen_core.redaction import redact
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+KEY_STATUSES = {401, 403}
+# vLLM's 400s for a prompt (text and image tokens) past --max-model-len, across versions
+TOO_LONG = re.compile(
+    r"longer than the maximum model length|maximum context length|max_completion_tokens' is too",
+    re.IGNORECASE,
+)
 REPAIR = (
     "Your reply was not valid JSON for the required schema ({error}). "
     "Reply again with only the corrected JSON object."
@@ -46,6 +56,10 @@ REPAIR = (
 
 class TransientError(Exception):
     """A failure worth retrying: timeout, connection error, 429 or 5xx."""
+
+
+class KeyRefused(BackendError):
+    """The server refused the API key (HTTP 401 or 403): no item's answer, the run's failure."""
 
 
 def image_part(data: bytes, mime: str) -> dict[str, Any]:
@@ -84,12 +98,46 @@ class ReplyError(Exception):
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How a reply is sampled: sent with the request, and part of its cache key."""
+
+    temperature: float
+    max_completion_tokens: int
+    seed: int
+
+    def body(self) -> dict[str, Any]:
+        """The request's sampling fields. Greedy decoding (temperature 0) ignores a seed, so none
+        is sent and identical greedy requests share one cache key; sampling also sends top_p 1
+        and top_k -1, since a served model's generation_config (Qwen2.5-VL's: top_k 1, top_p
+        0.001) would otherwise keep it greedy."""
+        if self.temperature == 0:
+            return {"temperature": 0.0, "max_completion_tokens": self.max_completion_tokens}
+        return {
+            "temperature": self.temperature,
+            "top_p": 1.0,
+            "top_k": -1,
+            "seed": self.seed,
+            "max_completion_tokens": self.max_completion_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply's content, why it stopped (`stop`, `length`; None when not said) and the prompt's
+    tokens as the server counted them (None when not said)."""
+
+    content: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+
+
+@dataclass(frozen=True)
 class Session:
     """One run's client, its concurrency gate, and the requests in flight by cache key."""
 
     client: aiohttp.ClientSession
     gate: asyncio.Semaphore
-    in_flight: dict[str, asyncio.Task[str]] = field(default_factory=dict)
+    in_flight: dict[str, asyncio.Task[Reply]] = field(default_factory=dict)
 
 
 Settled = TypeVar("Settled")
@@ -149,12 +197,20 @@ class VllmBackend:
         key = os.environ.get(config.api_key_env) if config.api_key_env else None
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._random = random.Random()
+        self.sampling = Sampling(config.temperature, config.max_completion_tokens, config.seed)
+        self.max_model_len: int | None = None  # as the server says, once checked
         self.counters = {
             "requests_sent": 0,
             "cache_hits": 0,
             "shared_in_flight": 0,
             "retries": 0,
             "repairs": 0,
+            "length_retries": 0,
+            "prompt_too_long": 0,
+            "images_downscaled": 0,
+            "finish_reason_stop": 0,
+            "finish_reason_length": 0,
+            "finish_reason_other": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
         }
@@ -166,16 +222,32 @@ class VllmBackend:
     def stats(self) -> dict[str, Any]:
         return dict(self.counters)
 
-    def sampling(self) -> dict[str, Any]:
-        return {
-            "temperature": self.config.temperature,
-            "max_tokens": self.config.max_tokens,
-            "seed": self.config.seed,
-        }
+    def negatives_sampling(self, seed: int) -> Sampling:
+        """Templates 2 and 3's sampling for one negative, seeded by its own `seed`."""
+        config = self.config
+        return Sampling(config.negatives_temperature, config.max_completion_tokens, seed)
+
+    def key_advice(self) -> str:
+        """What to do about a refused API key, naming the variable it is read from."""
+        name = self.config.api_key_env
+        if name is None:
+            return (
+                "no key was sent (llm.vllm.api_key_env is null): set it to the environment "
+                "variable holding the key the server was started with"
+            )
+        if "Authorization" not in self._headers:
+            return (
+                f"no key was sent: the environment variable {name} (llm.vllm.api_key_env) is "
+                "not set; set it to the key the server was started with (--api-key or VLLM_API_KEY)"
+            )
+        return (
+            f"the key in the environment variable {name} (llm.vllm.api_key_env) is not the "
+            "server's: set it to the key the server was started with (--api-key or VLLM_API_KEY)"
+        )
 
     def check_health(self) -> None:
-        """The server answers and serves the model; otherwise a clear error saying how to
-        start one."""
+        """The server answers, accepts the key and serves the model (whose `max_model_len` it
+        reports is kept); otherwise a clear error saying what to do."""
         url = f"{self.config.base_url.rstrip('/')}/models"
         shown = redact(url)
         how = (
@@ -196,14 +268,18 @@ class VllmBackend:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             detail = redact(str(exc) or type(exc).__name__)
             raise BackendError(f"no vLLM server answers at {shown} ({detail}); {how}") from exc
+        if status in KEY_STATUSES:
+            raise BackendError(f"{shown} refused the API key (HTTP {status}): {self.key_advice()}")
         if status != 200:
             raise BackendError(f"{shown} answered HTTP {status}; {how}")
-        served = [m.get("id") for m in (listing or {}).get("data", [])]
-        if self.model not in served:
+        cards = {m.get("id"): m for m in (listing or {}).get("data", [])}
+        if self.model not in cards:
             raise BackendError(
-                f"{shown} does not serve {self.model!r} (it serves {served}); "
+                f"{shown} does not serve {self.model!r} (it serves {list(cards)}); "
                 f"set llm.vllm.model or start the server with `vllm serve {self.model}`"
             )
+        length = cards[self.model].get("max_model_len")
+        self.max_model_len = length if isinstance(length, int) else None
 
     def extract(self, items: Sequence[ItemInput]) -> list[ExtractionResult]:
         return self.run(
@@ -221,11 +297,19 @@ class VllmBackend:
 
         return asyncio.run(main())
 
+    def _image(self, uri: str) -> tuple[tuple[bytes, str], bool]:
+        """The image's bytes and MIME type as sent (within `max_pixels`), and whether they
+        were downscaled to be."""
+        data, mime = self.images.read_checked(uri)
+        sent = within_pixels(data, mime, self.config.max_pixels)
+        return sent, sent[0] is not data
+
     async def _one(self, session: Session, item: ItemInput) -> ExtractionResult:
         image, problem = None, None
         if item.image_uri:
             try:
-                image = await asyncio.to_thread(self.images.read_checked, item.image_uri)
+                image, downscaled = await asyncio.to_thread(self._image, item.image_uri)
+                self.counters["images_downscaled"] += downscaled
             except ImageRefused as exc:
                 problem = str(exc)
         result = ExtractionResult(item_idx=item.item_idx, status="ok", image_problem=problem)
@@ -243,12 +327,14 @@ class VllmBackend:
         messages: list[dict[str, Any]],
         output: type[Answer],
         prompt_version: str,
-        seed: int | None = None,
+        sampling: Sampling | None = None,
     ) -> Answer:
-        """The model's answer as `output`, with one repair request when the first reply does
-        not validate; a `ReplyError` with the reason when there is none. `ServerUnavailable`
-        (no reply after every retry) passes through: it is not an answer."""
-        content = await self._reply(session, messages, output, prompt_version, seed)
+        """The model's answer as `output` (sampled by `sampling`, template 1's by default), with
+        one repair request when a whole reply does not validate; a `ReplyError` with the reason
+        when there is none. `ServerUnavailable` (no reply after every retry) and `KeyRefused`
+        pass through: they are not answers."""
+        sampling = sampling or self.sampling
+        content = (await self._whole(session, messages, output, prompt_version, sampling)).content
         try:
             return _validated(output, content)
         except ValueError as first:
@@ -258,11 +344,45 @@ class VllmBackend:
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": REPAIR.format(error=_short(first))},
             ]
-        content = await self._reply(session, repair, output, prompt_version, seed)
+        content = (await self._whole(session, repair, output, prompt_version, sampling)).content
         try:
             return _validated(output, content)
         except ValueError as second:
             raise ReplyError(f"invalid reply after one repair: {_short(second)}") from second
+
+    async def _whole(
+        self,
+        session: Session,
+        messages: list[dict[str, Any]],
+        output: type[Answer],
+        prompt_version: str,
+        sampling: Sampling,
+    ) -> Reply:
+        """A reply that was not cut off. One that stopped at its token limit (finish_reason
+        `length`) is asked once more with twice the limit, within the model length; a
+        `ReplyError` when that is cut off too, or when no larger limit fits."""
+        reply = await self._reply(session, messages, output, prompt_version, sampling)
+        if reply.finish_reason != "length":
+            return reply
+        limit = sampling.max_completion_tokens
+        larger = 2 * limit
+        if self.max_model_len is not None and reply.prompt_tokens is not None:
+            larger = min(larger, self.max_model_len - reply.prompt_tokens)
+        if larger <= limit:
+            raise ReplyError(
+                f"cut off: the reply reached its limit of {limit} tokens (finish_reason length) "
+                f"and the model length ({self.max_model_len} tokens, {reply.prompt_tokens} in "
+                "the prompt) leaves no room for a larger one"
+            )
+        self.counters["length_retries"] += 1
+        larger_sampling = replace(sampling, max_completion_tokens=larger)
+        again = await self._reply(session, messages, output, prompt_version, larger_sampling)
+        if again.finish_reason == "length":
+            raise ReplyError(
+                f"cut off: the reply reached its limit (finish_reason length) at {limit} tokens "
+                f"and again at {larger}"
+            )
+        return again
 
     async def _reply(
         self,
@@ -270,13 +390,13 @@ class VllmBackend:
         messages: list[dict[str, Any]],
         output: type[Answer],
         prompt_version: str,
-        seed: int | None,
-    ) -> str:
-        """`_complete`, with a refused request made a `ReplyError`; `ServerUnavailable`
-        passes through."""
+        sampling: Sampling,
+    ) -> Reply:
+        """`_complete`, with a refused request made a `ReplyError`; `ServerUnavailable` and
+        `KeyRefused` pass through."""
         try:
-            return await self._complete(session, messages, output, prompt_version, seed)
-        except ServerUnavailable:
+            return await self._complete(session, messages, output, prompt_version, sampling)
+        except (ServerUnavailable, KeyRefused):
             raise
         except BackendError as exc:
             raise ReplyError(str(exc)) from exc
@@ -287,16 +407,16 @@ class VllmBackend:
         messages: list[dict[str, Any]],
         output: type[BaseModel],
         prompt_version: str,
-        seed: int | None,
-    ) -> str:
-        """The reply's content for these messages: from the cache, from an identical request
-        already in flight, or from the server."""
-        sampling = self.sampling() | ({} if seed is None else {"seed": seed})
-        key = request_key(self.model, prompt_version, messages, sampling)
+        sampling: Sampling,
+    ) -> Reply:
+        """The reply for these messages: from the cache, from an identical request already in
+        flight, or from the server."""
+        fields = sampling.body()
+        key = request_key(self.model, prompt_version, messages, fields)
         cached = self.cache.get(key)
         if cached is not None:
             self.counters["cache_hits"] += 1
-            return str(cached["content"])
+            return _reply_of(cached)
         pending = session.in_flight.get(key)
         if pending is not None:
             self.counters["shared_in_flight"] += 1
@@ -305,7 +425,7 @@ class VllmBackend:
             "model": self.model,
             "messages": messages,
             "response_format": response_format(output),
-            **sampling,
+            **fields,
         }
         task = asyncio.ensure_future(self._fetch(session, body, key))
         session.in_flight[key] = task
@@ -315,17 +435,22 @@ class VllmBackend:
             if task.done():
                 session.in_flight.pop(key, None)
 
-    async def _fetch(self, session: Session, body: dict[str, Any], key: str) -> str:
+    async def _fetch(self, session: Session, body: dict[str, Any], key: str) -> Reply:
         reply = await self._post(session, body)
         usage = reply.get("usage") or {}
         self.counters["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
         self.counters["completion_tokens"] += int(usage.get("completion_tokens") or 0)
         try:
-            content = str(reply["choices"][0]["message"]["content"])
+            choice = reply["choices"][0]
+            content = str(choice["message"]["content"])
         except (KeyError, IndexError, TypeError) as exc:
             raise BackendError(f"reply without choices[0].message.content: {reply!r:.200}") from exc
-        self.cache.put(key, {"content": content, "usage": usage})
-        return content
+        finish = choice.get("finish_reason")
+        counter = f"finish_reason_{finish}"
+        self.counters[counter if counter in self.counters else "finish_reason_other"] += 1
+        entry = {"content": content, "usage": usage, "finish_reason": finish}
+        self.cache.put(key, entry)
+        return _reply_of(entry)
 
     async def _post(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries on transient failures only, exponential backoff with jitter."""
@@ -346,6 +471,16 @@ class VllmBackend:
                         status, text = response.status, await response.text()
                 if status in RETRY_STATUSES:
                     raise TransientError(f"HTTP {status}: {text[:200]}")
+                if status in KEY_STATUSES:
+                    raise KeyRefused(
+                        f"{redact(url)} refused the API key (HTTP {status}): {self.key_advice()}"
+                    )
+                if status == 400 and TOO_LONG.search(message := _error_message(text)):
+                    self.counters["prompt_too_long"] += 1
+                    raise BackendError(
+                        f"prompt too long: {message[:300]} (lower llm.vllm.max_pixels or the "
+                        "item text, or raise the server's --max-model-len)"
+                    )
                 if status != 200:
                     raise BackendError(f"HTTP {status}: {text[:300]}")
                 try:
@@ -366,3 +501,28 @@ class VllmBackend:
 
 def _short(error: Exception) -> str:
     return str(error).splitlines()[0][:200]
+
+
+def _reply_of(entry: dict[str, Any]) -> Reply:
+    """A cache entry (or a reply just received) as a `Reply`."""
+    tokens = (entry.get("usage") or {}).get("prompt_tokens")
+    finish = entry.get("finish_reason")
+    return Reply(
+        str(entry["content"]),
+        finish if isinstance(finish, str) else None,
+        tokens if isinstance(tokens, int) else None,
+    )
+
+
+def _error_message(text: str) -> str:
+    """The message of an OpenAI-style error body (`{"error": {"message"}}`, vLLM's older
+    `{"message"}`), or the body itself."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    error = body.get("error") if isinstance(body, dict) else None
+    found = error.get("message") if isinstance(error, dict) else error
+    if found is None and isinstance(body, dict):
+        found = body.get("message")
+    return str(found) if found is not None else text

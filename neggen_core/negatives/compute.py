@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from neggen_core.artifacts.schemas import NEGATIVES
@@ -293,12 +294,9 @@ def cosine_histogram(negatives: pl.DataFrame) -> dict[str, Any]:
     labels = [f"<{COSINE_EDGES[0]}"]
     labels += [f"{a}-{b}" for a, b in pairwise(COSINE_EDGES)]
     labels += [f">={COSINE_EDGES[-1]}"]
-    binned = measured.with_columns(
-        pl.col("cosine_to_positive")
-        .cut(list(COSINE_EDGES), labels=labels, left_closed=True)
-        .cast(pl.String)
-        .alias("bin"),
-    )
+    # left-closed bins: [0.8, 0.9) is the bin of 0.8
+    index = np.searchsorted(COSINE_EDGES, measured["cosine_to_positive"].to_numpy(), "right")
+    binned = measured.with_columns(pl.Series("bin", [labels[i] for i in index], pl.String))
 
     def counts(frame: pl.DataFrame) -> dict[str, int]:
         found = dict(frame.group_by("bin").len().iter_rows())

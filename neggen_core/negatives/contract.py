@@ -34,7 +34,7 @@ def version_config(config: NeggenConfig) -> dict[str, Any]:
         "category_level": config.attributes.category_level,
         "prompt_version": combined_version(INTERVENE, COMPLETE),
         "generator_version": LEXICON_GENERATOR_VERSION,
-        "llm": backend_version(config),
+        "llm": backend_version(config, negatives=True),
     }
 
 

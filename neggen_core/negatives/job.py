@@ -37,6 +37,7 @@ from neggen_core.encoders.text import TextEncoder
 from neggen_core.ingest.contract import read_interactions, read_items
 from neggen_core.llm.backend import open_vllm, uses_vllm
 from neggen_core.llm.prompts import COMPLETE, INTERVENE, combined_version
+from neggen_core.llm.vllm import VllmBackend
 from neggen_core.negatives import compute
 from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, UPSTREAM, version_config
 from neggen_core.negatives.lexicon import LexiconNegatives
@@ -44,7 +45,9 @@ from neggen_core.negatives.models import Generator, Outcome, Positive
 from neggen_core.negatives.screen import screen
 from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.pipeline.spec import StageSpec
-from neggen_core.sharding import Stats, still_to_do
+from neggen_core.sharding import Stats, counted, still_to_do
+
+LLM = "llm_"  # the prefix of the vLLM backend's counters among a build's stats
 
 
 class NegativesJob:
@@ -72,6 +75,7 @@ class NegativesJob:
         self.batches = -(-len(self.units) // settings.batch_size)
         self.encoding = {"encode_seconds": 0.0, "texts_encoded": 0}
         self.known: dict[str, np.ndarray] = {}
+        self.vllm: VllmBackend | None = None  # once the generators are made, with vLLM
 
     @cached_property
     def generators(self) -> dict[str, Generator]:
@@ -80,7 +84,7 @@ class NegativesJob:
         settings = self.settings
         seeds = compute.seeds(settings)
         if uses_vllm(self.config):
-            backend = open_vllm(self.config, self.store)
+            self.vllm = backend = open_vllm(self.config, self.store)
             return {
                 kind: VllmNegatives(
                     backend, self.candidates, settings.interventions, settings.image_ratio, seed
@@ -133,15 +137,19 @@ class NegativesJob:
         cosines: np.ndarray = (positives * negatives).sum(axis=1)
         return cosines
 
+    def _llm_stats(self) -> dict[str, Any]:
+        return self.vllm.stats() if self.vllm is not None else {}
+
     def build(self, writer: ArtifactWriter, numbers: Sequence[int]) -> Stats:
         todo = still_to_do(writer, self.marker, numbers)
-        started = time.perf_counter()
+        started, before = time.perf_counter(), self._llm_stats()
         for done, number in enumerate(todo, 1):
             writer.write_table("negatives", self._batch(number), part=number)
             progress.report("negatives", done, len(todo))
         if not todo:
             return {}
-        return {"seconds": time.perf_counter() - started, **self.encoding}
+        llm = {LLM + key: value for key, value in counted(before, self._llm_stats()).items()}
+        return {"seconds": time.perf_counter() - started, **self.encoding, **llm}
 
     def _batch(self, number: int) -> pl.DataFrame:
         size = self.settings.batch_size
@@ -171,6 +179,10 @@ class NegativesJob:
             "encode_seconds_this_attempt": round(stats.get("encode_seconds", 0.0), 2),
             "texts_encoded_this_attempt": int(stats.get("texts_encoded", 0)),
         }
+        if uses_vllm(self.config):  # this attempt's requests, finish reasons, retries, tokens
+            report["llm"] = {
+                key.removeprefix(LLM): value for key, value in stats.items() if key.startswith(LLM)
+            }
         writer.write_json(REPORT, {**report, **encoding, "seconds": round(seconds, 2)})
         return compute.summary(report, self.settings)
 

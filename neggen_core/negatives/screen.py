@@ -1,11 +1,14 @@
 """Which candidate negatives are kept: per unit, the first `per_item` in the generator's order
-that are valid and not near-copies of their positive, the rejected ones kept with their reason.
+that are valid, not near-copies of their positive and not duplicates of an earlier candidate of
+the unit, the rejected ones kept with their reason.
 
 A unit's candidates are asked for in rounds, as many per round as it still needs, and the valid
 ones of a round are measured together (one encoding call for the whole batch): a spare candidate
 is generated (an LLM request) and encoded only when an earlier one was rejected. A near-copy is a
 negative whose joint vector is at least `max_cosine` close to its positive's: the difference the
-model would learn from is almost nothing in the space it sees.
+model would learn from is almost nothing in the space it sees. A duplicate makes the same changes
+(modality, attribute, new value; case and spacing aside) as an earlier candidate: a model asked
+for several negatives of one item can answer alike, and a repeat teaches nothing new.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from neggen_core.negatives.models import Generator, Outcome, Positive, Unit
 # (positive, candidate) pairs -> their cosine, one per pair
 Similarity = Callable[[Sequence[tuple[Positive, Outcome]]], np.ndarray]
 NEAR_COPY = "near-copy"
+DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ def near_copy(cosine: float, max_cosine: float) -> str:
     return f"{NEAR_COPY}: cosine {cosine:.4f} to its positive, at or above {max_cosine}"
 
 
+def changes(outcome: Outcome) -> frozenset[tuple[str, str, str]]:
+    """What a candidate changes, as its unit's candidates are compared: (modality, attribute,
+    new value), case and spacing aside."""
+    return frozenset(
+        (c.modality, c.name.strip().lower(), c.to_value.strip().lower())
+        for c in outcome.plan.interventions
+    )
+
+
 def screen(
     units: Sequence[Unit],
     generator: Generator,
@@ -47,8 +60,10 @@ def screen(
     """Per unit, the candidates examined, in order, until `per_item` are kept or the generator
     has no more (it has up to its own `per_item`). Each round asks the generator for as many
     candidates as each unit still lacks. Without `similarity` (or `max_cosine`) every valid
-    candidate is kept, unmeasured."""
+    candidate is kept, unmeasured. A valid candidate that repeats an earlier one's changes is
+    rejected as a duplicate before it is measured."""
     examined: list[list[Examined]] = [[] for _ in units]
+    seen: list[dict[frozenset[tuple[str, str, str]], int]] = [{} for _ in units]
     kept = [0] * len(units)
     next_at = [0] * len(units)
     exhausted = [False] * len(units)
@@ -66,6 +81,11 @@ def screen(
             next_at[unit] = numbers.stop
             exhausted[unit] = len(outcomes) < len(numbers)
             for number, outcome in zip(numbers, outcomes, strict=False):
+                if outcome.reason is None:
+                    first = seen[unit].setdefault(changes(outcome), number)
+                    if first != number:
+                        repeat = f"{DUPLICATE}: the same changes as candidate {first}"
+                        outcome = replace(outcome, reason=repeat)
                 if outcome.reason is None:
                     pending.append((unit, number, outcome))
                 else:

@@ -1,11 +1,14 @@
 """Templates 2 (intervene) and 3 (complete) answered by a vLLM server.
 
-For each negative of a positive: one template 2 request (its own sampling seed, so that the N
-negatives of an item are N different requests) and one template 3 request for the plan it
-returns. Both go through the vLLM backend's machinery: bounded concurrency, retries on transient
-errors, one repair request, the response cache. A negative is checked as the offline ones are
-where a model allows it: the plan must change key features of the item in the modality asked,
-to other values, and the completed text must differ from the positive and state the new values.
+For each negative of a positive: one template 2 request and one template 3 request for the plan
+it returns, both sampled at `llm.vllm.negatives_temperature` with a seed of the negative's own, so
+that the N negatives of an item are N different requests with N different answers (greedy
+decoding would ignore the seed and answer all N alike; the screen drops such repeats as
+duplicates). Both go through the vLLM backend's machinery: bounded concurrency, retries on
+transient errors, a cut-off reply asked once more with a larger limit, one repair request, the
+response cache. A negative is checked as the offline ones are where a model allows it: the plan
+must change key features of the item in the modality asked, to other values, and the completed
+text must differ from the positive and state the new values.
 """
 
 from __future__ import annotations
@@ -116,7 +119,9 @@ class VllmNegatives:
     async def _one(
         self, session: Session, user_idx: int | None, positive: Positive, j: int, modality: str
     ) -> Outcome:
-        seed = _seed(self.seed, user_idx, positive.item.item_idx, j)
+        sampling = self.backend.negatives_sampling(
+            _seed(self.seed, user_idx, positive.item.item_idx, j)
+        )
         count = min(
             self.interventions,
             sum(1 for a in positive.attributes if a.is_key and a.modality == modality),
@@ -130,7 +135,7 @@ class VllmNegatives:
                 intervene_messages(positive, modality, count),
                 InterventionPlan,
                 self.intervene_version,
-                seed,
+                sampling,
             )
         except ReplyError as exc:
             return Outcome(_attempted_plan(positive, modality), empty, f"intervene: {exc}")
@@ -140,7 +145,7 @@ class VllmNegatives:
                 complete_messages(positive, plan),
                 CompletedNegative,
                 self.complete_version,
-                seed,
+                sampling,
             )
         except ReplyError as exc:
             return Outcome(plan, empty, f"complete: {exc}")

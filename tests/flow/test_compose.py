@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neggen_core.config import VllmConfig
 from tests.support.helpers import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -61,6 +62,35 @@ def test_published_ports_are_loopback_only_and_images_pinned() -> None:
     for name, service in services.items():
         tag = service["image"].rpartition(":")[2]
         assert tag != "latest" and re.search(r"\d+\.\d+", tag), (name, service["image"])
+
+
+def test_the_vllm_service_serves_the_model_within_an_image_budget() -> None:
+    """`vllm serve` takes the model positionally; images cost at most the budget the client
+    downscales to (`llm.vllm.max_pixels`), one image and no video a prompt; the model length
+    holds an image, a prompt's text and a cut-off reply's retry at twice the reply limit."""
+    for env, model in (({}, "Qwen/Qwen2.5-VL-7B-Instruct"), ({"VLLM_MODEL": "org/m"}, "org/m")):
+        done = _config({**SECRETS, **env}, "--profile", "gpu", output=("--format", "json"))
+        assert done.returncode == 0, done.stderr
+        vllm = json.loads(done.stdout)["services"]["vllm"]
+        command = vllm["command"]
+        assert command[0] == model and "--model" not in command
+
+    def value(flag: str) -> str:
+        assert command.count(flag) == 1, flag
+        return str(command[command.index(flag) + 1])
+
+    client = VllmConfig()
+    assert json.loads(value("--mm-processor-kwargs")) == {"max_pixels": client.max_pixels}
+    assert json.loads(value("--limit-mm-per-prompt")) == {"image": 1, "video": 0}
+    image_tokens = client.max_pixels // (28 * 28)
+    text = 1024  # template 1 and a long item text, in tokens
+    assert int(value("--max-model-len")) >= image_tokens + 2 * client.max_completion_tokens + text
+    assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", vllm["image"]), vllm["image"]
+    assert set(vllm["environment"]) == {"HF_TOKEN", "VLLM_API_KEY"}
+    done = _config(
+        {**SECRETS, "HF_TOKEN": "hf-token"}, "--profile", "gpu", output=("--format", "json")
+    )
+    assert json.loads(done.stdout)["services"]["vllm"]["environment"]["HF_TOKEN"] == "hf-token"
 
 
 def test_the_worker_image_runs_unprivileged_and_installs_dependencies_first() -> None:

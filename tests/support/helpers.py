@@ -14,6 +14,7 @@ from neggen_core.llm.models import ItemInput
 REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ("ingest", "attributes", "negatives", "embeddings")
 OFFICE = REPO.parent / "shared" / "data" / "amazon-office"
+GAMES = REPO.parent / "shared" / "data" / "amazon-games"
 
 # small batches, so that the demo's sharded stages have several batches (10, 5 and 7) to shard
 DEMO_SETTINGS = (

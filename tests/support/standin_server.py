@@ -1,23 +1,39 @@
 """A stand-in for a vLLM server, for tests and benchmarks: it speaks `/health`, `/v1/models`
-and `/v1/chat/completions` as vLLM does, validates every request (messages, image parts,
-response_format), answers with schema-valid JSON derived from the request, counts what it
-answered, and injects latency, 5xx, timeouts and malformed JSON at configured rates.
+and `/v1/chat/completions` as vLLM does, and is as strict as one where the client could go wrong:
 
-Faults are decided from the request body and how often that body was seen, so two servers with
-the same settings fail the same requests the same way.
+- it validates every request (messages, image parts, response_format) and decodes each image
+  with Pillow (what does not decode is a 400), and compiles the JSON schema it is sent;
+- started with an API key, it answers 401 to a `/v1` request without `Authorization: Bearer`
+  that key, as `vllm serve` with VLLM_API_KEY does;
+- it counts a prompt's tokens (text: 4 characters a token; an image: one token per 28x28 pixels
+  after scaling it down to the processor's `max_pixels`, as Qwen2.5-VL) and answers 400 past
+  `max_model_len`; a reply longer than what is left, or than `max_completion_tokens`, is cut off
+  with `finish_reason: "length"`;
+- greedy decoding ignores the seed: a request samples only with a temperature above 0 and top_k
+  and top_p that override the model's generation_config (Qwen2.5-VL's: top_k 1, top_p 0.001);
+  a sampled plan is drawn from its seed.
+
+It answers with schema-valid JSON derived from the request, counts what it answered, and injects
+latency, 5xx, timeouts, malformed JSON and cut-off replies (`finish_reason: "length"`) at
+configured rates. Faults are decided from the request body and how often that body was seen, so
+two servers with the same settings fail the same requests the same way.
 
     python tests/support/standin_server.py --port 0 --latency 0.1    # prints "listening on URL"
 
-It imports nothing but the standard library, so that it also runs as a script in its own
-process (`bench/_support.py` starts it so).
+It imports the standard library, Pillow and jsonschema only (all in the package's environment),
+so that it also runs as a script in its own process (`bench/_standin.py` starts it so).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import hashlib
+import io
 import json
+import math
+import os
 import random
 import re
 import threading
@@ -28,8 +44,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jsonschema
+from PIL import Image
+
 MODEL = "standin/vl-model"
 COLOURS = ("black", "white", "grey", "red", "pink", "orange", "yellow", "green", "blue", "purple")
+PIXELS_PER_TOKEN = 28 * 28  # Qwen2.5-VL: one token per 28x28 pixels
+PROCESSOR_MAX_PIXELS = 16384 * 28 * 28  # Qwen2.5-VL's processor without --mm-processor-kwargs
+MIN_IMAGE_TOKENS = 4  # its min_pixels, 56x56
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -39,9 +62,15 @@ class Settings:
     p_5xx: float = 0.0
     p_timeout: float = 0.0
     p_malformed: float = 0.0
+    p_length: float = 0.0  # replies cut off (finish_reason length), as a runaway grammar ends
     hang_s: float = 2.0
     seed: int = 0
     fail_after: int | None = None  # answers given before the server dies (drops every request)
+    api_key: str | None = None  # required on /v1 as `Authorization: Bearer <key>` when set
+    max_model_len: int = 8192
+    max_pixels: int = PROCESSOR_MAX_PIXELS  # an image is scaled down to this before counting
+    default_top_k: int = 1  # the model's generation_config, used where a request sets none
+    default_top_p: float = 0.001
 
 
 @dataclass
@@ -51,9 +80,14 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     answered: Counter[str] = field(default_factory=Counter)  # body hash -> 200 replies
     seen: Counter[str] = field(default_factory=Counter)
+    unauthorized: int = 0
+    too_long: int = 0  # 400s for a prompt past max_model_len (counted in `rejected` too)
+    finish_reasons: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0  # most requests being answered at once
     images: set[str] = field(default_factory=set)  # sha256 of every image's bytes received
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)  # (w, h) as decoded
+    sampling: list[dict[str, Any]] = field(default_factory=list)  # each request's sampling
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> dict[str, Any]:
@@ -61,60 +95,142 @@ class Tally:
             return {
                 "requests": self.requests,
                 "rejected": self.rejected,
+                "unauthorized": self.unauthorized,
+                "too_long": self.too_long,
                 "faults": dict(self.faults),
+                "finish_reasons": dict(self.finish_reasons),
                 "answered": sum(self.answered.values()),
                 "answered_twice": sum(1 for n in self.answered.values() if n > 1),
                 "peak_in_flight": self.peak_in_flight,
             }
 
 
-def validate(body: Any, settings: Settings) -> str | None:
-    """Why a chat completion request is invalid, or None."""
+SAMPLING = ("temperature", "top_p", "top_k", "seed", "max_completion_tokens", "max_tokens")
+REQUIRED = {
+    "extraction": {"visual_description", "attributes"},
+    "intervention_plan": {"interventions"},
+    "completed_negative": {"text", "visual_description"},
+}
+
+
+def _decoded_size(url: str) -> tuple[int, int] | str:
+    """(width, height) of a data URI's image once decoded as vLLM decodes it, or why not."""
+    match = re.fullmatch(r"data:image/[\w.+-]+;base64,(.+)", url, re.S)
+    if not match:
+        return "an image data URI must be data:image/<type>;base64,<data>"
+    try:
+        data = base64.b64decode(match.group(1), validate=True)
+    except (ValueError, binascii.Error):
+        return "the image data URI is not valid base64"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"the image could not be decoded: {exc}"
+
+
+def _checked_sampling(body: dict[str, Any]) -> str | None:
+    for name in ("max_completion_tokens", "max_tokens", "seed", "top_k"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"{name} must be an integer"
+    for name in ("max_completion_tokens", "max_tokens"):
+        if body.get(name) is not None and body[name] < 1:
+            return f"{name} must be at least 1"
+    temperature = body.get("temperature", 1.0)
+    if not isinstance(temperature, int | float) or temperature < 0:
+        return "temperature must be a number, at least 0"
+    return None
+
+
+def inspect(body: Any, settings: Settings) -> tuple[str | None, list[tuple[int, int]]]:
+    """Why a chat completion request is invalid (or None), and the sizes of its images."""
     if not isinstance(body, dict):
-        return "the body is not a JSON object"
+        return "the body is not a JSON object", []
     if body.get("model") != settings.model:
-        return f"model {body.get('model')!r} is not served (serving {settings.model!r})"
+        return f"model {body.get('model')!r} is not served (serving {settings.model!r})", []
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return "messages must be a non-empty list"
+        return "messages must be a non-empty list", []
+    sizes: list[tuple[int, int]] = []
     for message in messages:
         if message.get("role") not in ("system", "user", "assistant"):
-            return f"unknown role {message.get('role')!r}"
+            return f"unknown role {message.get('role')!r}", []
         content = message.get("content")
         if isinstance(content, str):
             continue
         if not isinstance(content, list):
-            return "content must be a string or a list of parts"
+            return "content must be a string or a list of parts", []
         for part in content:
             if part.get("type") == "text" and isinstance(part.get("text"), str):
                 continue
             if part.get("type") != "image_url":
-                return f"unknown content part {part.get('type')!r}"
+                return f"unknown content part {part.get('type')!r}", []
             url = (part.get("image_url") or {}).get("url", "")
-            if url.startswith("data:"):
-                match = re.fullmatch(r"data:image/[\w.+-]+;base64,(.+)", url, re.S)
-                if not match:
-                    return "an image data URI must be data:image/<type>;base64,<data>"
-                try:
-                    base64.b64decode(match.group(1), validate=True)
-                except ValueError:
-                    return "the image data URI is not valid base64"
-            elif not url.startswith(("http://", "https://")):
-                return f"image_url must be a data URI or an http(s) URL, not {url[:40]!r}"
-    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+            if url.startswith(("http://", "https://")):
+                continue  # vLLM would fetch it; this server does not (nor count its tokens)
+            if not url.startswith("data:"):
+                return f"image_url must be a data URI or an http(s) URL, not {url[:40]!r}", []
+            size = _decoded_size(url)
+            if isinstance(size, str):
+                return size, []
+            sizes.append(size)
+    problem = _checked_sampling(body)
+    if problem:
+        return problem, []
     if (body.get("response_format") or {}).get("type") != "json_schema":
-        return "response_format must be {type: json_schema, json_schema: {name, schema}}"
-    required = {
-        "extraction": {"visual_description", "attributes"},
-        "intervention_plan": {"interventions"},
-        "completed_negative": {"text", "visual_description"},
-    }
-    name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
-    if name not in required:
-        return f"unknown response schema {name!r}"
-    if not required[name] <= set(schema.get("properties", {})):
-        return f"the {name} schema lacks {sorted(required[name])}"
-    return None
+        return "response_format must be {type: json_schema, json_schema: {name, schema}}", []
+    spec = body["response_format"].get("json_schema") or {}
+    name, schema = spec.get("name"), spec.get("schema")
+    if name not in REQUIRED:
+        return f"unknown response schema {name!r}", []
+    if not isinstance(schema, dict):
+        return "json_schema.schema must be a JSON schema object", []
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"the {name} schema does not compile: {exc.message}", []
+    if not REQUIRED[name] <= set(schema.get("properties", {})):
+        return f"the {name} schema lacks {sorted(REQUIRED[name])}", []
+    return None, sizes
+
+
+def validate(body: Any, settings: Settings) -> str | None:
+    """Why a chat completion request is invalid, or None."""
+    return inspect(body, settings)[0]
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def image_tokens(width: int, height: int, max_pixels: int) -> int:
+    """An image's tokens: one per 28x28 pixels once it is scaled down to `max_pixels`."""
+    return max(MIN_IMAGE_TOKENS, math.ceil(min(width * height, max_pixels) / PIXELS_PER_TOKEN))
+
+
+def prompt_tokens(body: dict[str, Any], sizes: list[tuple[int, int]], settings: Settings) -> int:
+    """The prompt's tokens: its texts' and its images'."""
+    texts = 0
+    for message in body["messages"]:
+        content = message["content"]
+        parts = [{"text": content}] if isinstance(content, str) else content
+        texts += sum(text_tokens(part.get("text", "")) for part in parts)
+    return texts + sum(image_tokens(w, h, settings.max_pixels) for w, h in sizes)
+
+
+def sampler(body: dict[str, Any], settings: Settings) -> random.Random | None:
+    """The request's random draw where it samples, None where decoding is greedy (a
+    temperature of 0, or the model's top_k 1 / top_p 0.001 not overridden): then the seed
+    changes nothing."""
+    temperature = body.get("temperature", 1.0)
+    top_k = body.get("top_k", settings.default_top_k)
+    top_p = body.get("top_p", settings.default_top_p)
+    if temperature == 0 or top_k == 1 or top_p < 0.01:
+        return None
+    seed = body.get("seed")
+    return random.Random(seed) if seed is not None else random.Random()
 
 
 def _user_text(body: dict[str, Any]) -> str:
@@ -143,8 +259,20 @@ def _between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0] if start in text else ""
 
 
-def plan_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """Template 2: change the first key attribute of the asked modality to its value reversed."""
+def _contrast(name: str, value: str, draw: random.Random | None) -> str:
+    """A value other than `value`: greedy, `value` reversed; sampled, a colour other than it
+    (for a colour) or the reversed value and a number, drawn by `draw`."""
+    reversed_value = value[::-1] if value[::-1] != value else f"{value} plus"
+    if draw is None:
+        return reversed_value
+    if name == "colour":
+        return draw.choice([c for c in COLOURS if c != value])
+    return f"{reversed_value} {draw.randrange(1, 1000)}"
+
+
+def plan_answer(body: dict[str, Any], draw: random.Random | None = None) -> dict[str, Any]:
+    """Template 2: change a key attribute of the asked modality (greedy: the first, to its value
+    reversed; sampled: one drawn, to a value drawn)."""
     text = _user_text(body)
     modality = re.search(r"in the (text|image) modality", text)
     wanted = modality.group(1) if modality else "text"
@@ -153,15 +281,16 @@ def plan_answer(body: dict[str, Any]) -> dict[str, Any]:
         for line in text.splitlines()
         if line.startswith('{"modality"') and '"is_key": true' in line
     ]
-    chosen = next((k for k in keys if k["modality"] == wanted), keys[0] if keys else None)
-    if chosen is None:
+    of_modality = [k for k in keys if k["modality"] == wanted] or keys
+    if not of_modality:
         return {
             "interventions": [
                 {"modality": wanted, "name": "none", "from_value": "x", "to_value": "y"}
             ]
         }
+    chosen = of_modality[0] if draw is None else draw.choice(of_modality)
     value = chosen["value"]
-    new = value[::-1] if value[::-1] != value else f"{value} plus"
+    new = _contrast(chosen["name"], value, draw)
     return {
         "interventions": [
             {
@@ -192,11 +321,11 @@ def completion_answer(body: dict[str, Any]) -> dict[str, Any]:
     return {"text": item_text, "visual_description": None if visual == "(no image)" else visual}
 
 
-def answer(body: dict[str, Any]) -> dict[str, Any]:
+def answer(body: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """A schema-valid answer derived from the request, for the schema it asks for."""
     name = body["response_format"]["json_schema"].get("name")
     if name == "intervention_plan":
-        return plan_answer(body)
+        return plan_answer(body, sampler(body, settings or Settings()))
     if name == "completed_negative":
         return completion_answer(body)
     return extraction_answer(body)
@@ -251,20 +380,43 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorized(self) -> bool:
+            """As vLLM with an API key: every /v1 route needs `Authorization: Bearer <key>`;
+            otherwise a 401 is sent and False returned."""
+            if settings.api_key is None or not self.path.startswith("/v1"):
+                return True
+            if self.headers.get("Authorization") == f"Bearer {settings.api_key}":
+                return True
+            with tally.lock:
+                tally.unauthorized += 1
+            self._send(401, {"error": "Unauthorized"})
+            return False
+
         def do_GET(self) -> None:
+            if not self._authorized():
+                return
             if self.path == "/health":
                 self._send(200, {})
             elif self.path == "/v1/models":
-                self._send(
-                    200, {"object": "list", "data": [{"id": settings.model, "object": "model"}]}
-                )
+                card = {
+                    "id": settings.model,
+                    "object": "model",
+                    "owned_by": "vllm",
+                    "max_model_len": settings.max_model_len,
+                }
+                self._send(200, {"object": "list", "data": [card]})
             elif self.path == "/stats":
                 self._send(200, tally.snapshot())
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+        def _reject(self, message: str) -> None:
+            self._send(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if not self._authorized():
+                return
             if self.path != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
@@ -272,7 +424,17 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                 body = json.loads(raw)
             except ValueError:
                 body = None
-            problem = validate(body, settings)
+            problem, sizes = inspect(body, settings)
+            tokens = 0 if problem else prompt_tokens(body, sizes, settings)
+            too_long = problem is None and tokens > settings.max_model_len
+            if too_long:
+                problem = (
+                    f"The decoder prompt (length {tokens}) is longer than the maximum model "
+                    f"length of {settings.max_model_len}. Make sure that `max_model_len` is no "
+                    "smaller than the number of text tokens plus multimodal tokens. For image "
+                    "inputs, the number of image tokens depends on the number of images, and "
+                    "possibly their aspect ratios as well."
+                )
             key = hashlib.sha256(raw).hexdigest()
             received = _image_digests(body) if problem is None else set()
             with tally.lock:
@@ -282,19 +444,23 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                 nth = tally.seen[key]
                 if problem:
                     tally.rejected += 1
+                    tally.too_long += too_long
+                else:
+                    tally.image_sizes += sizes
+                    tally.sampling.append({k: body[k] for k in SAMPLING if k in body})
             if problem:
-                self._send(400, {"error": {"message": problem, "type": "BadRequestError"}})
+                self._reject(problem)
                 return
             with tally.lock:
                 tally.in_flight += 1
                 tally.peak_in_flight = max(tally.peak_in_flight, tally.in_flight)
             try:
-                self._answer(body, raw, key, nth)
+                self._answer(body, tokens, key, nth)
             finally:
                 with tally.lock:
                     tally.in_flight -= 1
 
-        def _answer(self, body: Any, raw: bytes, key: str, nth: int) -> None:
+        def _answer(self, body: Any, tokens: int, key: str, nth: int) -> None:
             if settings.latency_s:
                 time.sleep(settings.latency_s)
             if settings.fail_after is not None:
@@ -306,13 +472,12 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                     self.close_connection = True
                     return
             draw = random.Random(f"{settings.seed}:{key}:{nth}").random()
-            fault = None
-            if draw < settings.p_5xx:
-                fault = "5xx"
-            elif draw < settings.p_5xx + settings.p_timeout:
-                fault = "timeout"
-            elif draw < settings.p_5xx + settings.p_timeout + settings.p_malformed:
-                fault = "malformed"
+            fault, edge = None, 0.0
+            for name in ("5xx", "timeout", "malformed", "length"):
+                edge += getattr(settings, f"p_{name}")
+                if draw < edge:
+                    fault = name
+                    break
             if fault:
                 with tally.lock:
                     tally.faults[fault] += 1
@@ -323,11 +488,20 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                 time.sleep(settings.hang_s)
                 self.close_connection = True
                 return
-            content = json.dumps(answer(body))
+            content, finish = json.dumps(answer(body, settings)), "stop"
             if fault == "malformed":
                 content = content[: len(content) // 2]
+            elif fault == "length":
+                content, finish = content[: len(content) // 2] + " " * 8, "length"
+            room = settings.max_model_len - tokens
+            asked = body.get("max_completion_tokens", body.get("max_tokens"))
+            limit = room if asked is None else min(room, asked)
+            if text_tokens(content) > limit:
+                content, finish = content[: limit * CHARS_PER_TOKEN], "length"
             with tally.lock:
                 tally.answered[key] += 1
+                tally.finish_reasons[finish] += 1
+            completion = text_tokens(content)
             self._send(
                 200,
                 {
@@ -338,13 +512,13 @@ def make_handler(settings: Settings, tally: Tally) -> type[BaseHTTPRequestHandle
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": {
-                        "prompt_tokens": len(raw) // 4,
-                        "completion_tokens": len(content) // 4,
-                        "total_tokens": (len(raw) + len(content)) // 4,
+                        "prompt_tokens": tokens,
+                        "completion_tokens": completion,
+                        "total_tokens": tokens + completion,
                     },
                 },
             )
@@ -421,9 +595,22 @@ def main() -> None:
     parser.add_argument("--p-5xx", type=float, default=0.0)
     parser.add_argument("--p-timeout", type=float, default=0.0)
     parser.add_argument("--p-malformed", type=float, default=0.0)
+    parser.add_argument("--p-length", type=float, default=0.0)
+    parser.add_argument("--max-model-len", type=int, default=Settings.max_model_len)
+    parser.add_argument(
+        "--api-key-env", help="require the key held by this environment variable, as vLLM does"
+    )
     args = parser.parse_args()
-    rates = {f"p_{fault}": getattr(args, f"p_{fault}") for fault in ("5xx", "timeout", "malformed")}
-    settings = Settings(model=args.model, latency_s=args.latency, **rates)
+    faults = ("5xx", "timeout", "malformed", "length")
+    rates = {f"p_{fault}": getattr(args, f"p_{fault}") for fault in faults}
+    key = os.environ[args.api_key_env] if args.api_key_env else None
+    settings = Settings(
+        model=args.model,
+        latency_s=args.latency,
+        max_model_len=args.max_model_len,
+        api_key=key,
+        **rates,
+    )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(settings, Tally()))
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
