@@ -329,14 +329,21 @@ def advance(config: NeggenConfig, scores: Mapping[Run, float]) -> tuple[Plan, li
 
     def neggen_sampler(method: Method) -> Params | None:
         """The best searched baseline on the backbone that NegGen can take, with its values;
-        None while one of them is still being searched."""
-        if any(m.backbone == method.backbone and m.name in NEGGEN_SAMPLERS for m in open_methods):
-            return None
-        candidates = [
-            m
-            for m in plan.grid
-            if m.backbone == method.backbone and not m.is_neggen and m.name in NEGGEN_SAMPLERS
-        ]
+        None while one of them is still being searched, unless it is the only one and has a
+        single point (its choice is then decided before its score is known)."""
+
+        def takeable(m: Method) -> bool:
+            return m.backbone == method.backbone and not m.is_neggen and m.name in NEGGEN_SAMPLERS
+
+        candidates = [m for m in plan.grid if takeable(m)]
+        searching = [m for m in open_methods if takeable(m)]
+        if searching:
+            if candidates or len(searching) > 1:
+                return None
+            points = search_points(config, searching[0])
+            if len(points) > 1:
+                return None
+            return (("train.sampler", searching[0].name), *merged(*points))
         if not candidates:
             return ()
         best = max(candidates, key=lambda m: plan.valid[Run(m, plan.seeds[0], plan.chosen[m])])

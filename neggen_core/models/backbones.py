@@ -20,6 +20,9 @@ from torch import nn
 
 from neggen_core.models.base import Batch, Losses, Recommender, bpr_loss, embedding_l2
 
+Layers = tuple[torch.Tensor, torch.Tensor]
+"""A backbone's (hops, n_users, d) and (hops, n_items, d) embeddings."""
+
 
 @dataclass(frozen=True)
 class BatchEmbeddings:

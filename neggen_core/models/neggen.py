@@ -77,7 +77,7 @@ from torch import nn
 
 from neggen_core.config import NegGenSettings
 from neggen_core.data import ItemFeatures
-from neggen_core.models.backbones import Backbone
+from neggen_core.models.backbones import Backbone, Layers
 from neggen_core.models.base import Batch, Losses, Recommender, bpr_loss
 from neggen_core.models.multimodal import Freedom, VirtualNodes
 
@@ -234,11 +234,13 @@ class NegGen(Recommender):
         before, graph = self.backbone.graph_terms()
         return positive - graph[owners] + self.virtual.term(rows, before)
 
-    def calculate_loss(self, batch: Batch) -> Losses:
+    def calculate_loss(self, batch: Batch, layers: Layers | None = None) -> Losses:
+        """The batch's loss; `layers`, the backbone's layers of this step (with their graph)
+        where the trainer has already propagated them for the per-user choice."""
         if batch.negatives.ndim != 1:
             raise ValueError("NegGen takes real negatives as items (rns, dns or ahns), not a pool")
         weight = self.settings.effect_weight
-        user_layers, item_layers = self.backbone.layers()
+        user_layers, item_layers = self.backbone.layers() if layers is None else layers
         embedded = self.backbone.embed_batch(batch, user_layers, item_layers)
         user, positive_content = embedded.user, self.content(batch.positives)
         positive_score = (user * (embedded.positive + weight * positive_content)).sum(-1)
@@ -298,14 +300,16 @@ class NegGen(Recommender):
         return (user_final[users][:, None, :] * scored[items]).sum(-1)
 
     @torch.no_grad()
-    def negative_scores(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def negative_scores(
+        self, users: torch.Tensor, rows: torch.Tensor, layers: Layers | None = None
+    ) -> torch.Tensor:
         """(B, K) current scores of users (B,) for generated negatives `rows` (B, K), -inf
         where a row is -1: s(u, i-) = <u, e_i> + lambda <u, k(i) + c(i-)> (no_causal: the
         negative's own content, lambda <u, k(i-)>), u and e_i the final embeddings, as the
         generated BPR scores them. Each distinct negative is scored once (a batch's pairs share
-        positives)."""
+        positives). `layers`: the backbone's layers when already propagated for this step."""
         distinct, inverse = torch.unique(rows.clamp_min(0), return_inverse=True)
-        user_layers, item_layers = self.backbone.layers()
+        user_layers, item_layers = self.backbone.layers() if layers is None else layers
         owner = self.features.negative_owner[distinct]
         effects = self.effects(distinct)
         moved = self.content(owner) + effects.negative if self.causal else effects.negative

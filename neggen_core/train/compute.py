@@ -34,6 +34,7 @@ from neggen_core.config import TrainConfig
 from neggen_core.data import ItemFeatures, NegativeChoices, TrainingData
 from neggen_core.errors import TrainingError
 from neggen_core.evaluation.evaluator import Evaluator
+from neggen_core.models.backbones import Layers
 from neggen_core.models.base import Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.samplers import Sampler
@@ -87,10 +88,12 @@ def chosen_rows(
     users: np.ndarray,
     positives: np.ndarray,
     rng: np.random.Generator,
+    layers: Layers | None = None,
 ) -> GeneratedChoice:
     """Per pair, the highest-scored of the positive's generated negatives that the user may be
     given (`NegativeChoices.eligible`); a uniform draw (`generated_rows`, drawn for every pair
-    so that the generator advances as under `uniform`) where there is none."""
+    so that the generator advances as under `uniform`) where there is none. `layers`: the
+    backbone's layers of this step, when the loss will use the same (one propagation)."""
     uniform = generated_rows(model.features, positives, rng)
     candidates = model.features.candidates(positives)
     eligible = choices.eligible(users, positives, candidates)
@@ -98,7 +101,9 @@ def chosen_rows(
     rows = uniform.copy()
     if chosen.any():
         pool = np.where(eligible[chosen], candidates[chosen], -1)
-        scores = model.negative_scores(model.as_tensor(users[chosen]), model.as_tensor(pool))
+        scores = model.negative_scores(
+            model.as_tensor(users[chosen]), model.as_tensor(pool), layers
+        )
         rows[chosen] = pool[np.arange(len(pool)), scores.argmax(1).cpu().numpy()]
     with_negatives = int((uniform >= 0).sum())
     return GeneratedChoice(rows, with_negatives, with_negatives - int(chosen.sum()))
@@ -168,18 +173,24 @@ def fit(
             rows = order[start : start + settings.batch_size]
             users, positives = data.train_users[rows], data.train_items[rows]
             batch = sampler.sample(model, users, positives, rng)
+            layers = None
             if generated:
                 assert isinstance(model, NegGen)
                 if per_user:
                     assert data.choices is not None
-                    choice = chosen_rows(model, data.choices, users, positives, rng)
+                    # one propagation serves the choice (read without its graph) and the loss
+                    layers = model.backbone.layers()
+                    choice = chosen_rows(model, data.choices, users, positives, rng, layers)
                     picked = choice.rows
                     with_negatives += choice.with_negatives
                     fallbacks += choice.fallbacks
                 else:
                     picked = generated_rows(model.features, positives, rng)
                 batch = replace(batch, generated=model.as_tensor(picked))
-            losses = model.calculate_loss(batch)
+            if isinstance(model, NegGen):
+                losses = model.calculate_loss(batch, layers)
+            else:
+                losses = model.calculate_loss(batch)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(losses.total)  # as Tensor.backward, which torch leaves untyped
             optimizer.step()

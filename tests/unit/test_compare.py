@@ -314,3 +314,42 @@ def test_the_plan_advances_as_valid_scores_arrive() -> None:
     ]
     scores.update(dict.fromkeys(todo, 0.05))
     assert plan.advance(config, scores)[1] == []
+
+
+def test_neggen_does_not_wait_for_a_baseline_whose_choice_is_already_decided() -> None:
+    """With one baseline NegGen can take, and a single point to search, its settings are known
+    before its score: NegGen's search starts beside it (on Games, RNS trained alone for about
+    20 minutes while the second worker idled), and the plan it ends with is the same."""
+    config = with_settings(
+        load_config(None),
+        {
+            "compare.methods": {"lightgcn": ["rns", "neggen"]},
+            "compare.seeds": 1,
+            "compare.grid": {"neggen": {"train.neggen.effect_weight": [0.4, 1.0]}},
+        },
+    )
+    rns, neggen = plan.Method("lightgcn", "rns"), plan.Method("lightgcn", "neggen")
+    (seed,) = plan.seeds(config)
+    points = [
+        plan.Run(neggen, seed, (("train.sampler", "rns"), ("train.neggen.effect_weight", w)))
+        for w in (0.4, 1.0)
+    ]
+    _, todo = plan.advance(config, {})
+    assert todo == [plan.Run(rns, seed, ()), *points]
+
+    scores = dict.fromkeys(todo, 0.1)
+    scores[points[1]] = 0.2
+    whole, todo = plan.advance(config, scores)
+    assert todo == []
+    assert whole.inherited[neggen] == (("train.sampler", "rns"),)
+    assert whole.chosen == {rns: (), neggen: points[1].params}
+
+    # two baselines (or one with a grid): NegGen waits for their scores, as before
+    for methods, grid in (
+        (["rns", "dns", "neggen"], {}),
+        (["dns", "neggen"], {"dns": {"train.samplers.dns.pool": [4, 8]}}),
+    ):
+        waiting = with_settings(
+            config, {"compare.methods": {"lightgcn": methods}, "compare.grid": grid}
+        )
+        assert all(not run.method.is_neggen for run in plan.advance(waiting, {})[1])

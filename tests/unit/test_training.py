@@ -24,7 +24,7 @@ from neggen_core.data import TrainingData, UserItems
 from neggen_core.errors import ArtifactError, ConfigError, TrainingError
 from neggen_core.evaluation import evaluator as evaluator_module
 from neggen_core.evaluation.evaluator import Evaluator
-from neggen_core.models.backbones import MF
+from neggen_core.models.backbones import MF, Layers, LightGCN
 from neggen_core.models.base import Batch, Losses, Recommender
 from neggen_core.models.neggen import NegGen
 from neggen_core.models.registry import BACKBONES, MODELS, SAMPLERS, build_model, build_sampler
@@ -214,9 +214,9 @@ def _fit_recording(
     batches: list[Batch] = []
     original = NegGen.calculate_loss
 
-    def recording(self: NegGen, batch: Batch) -> Losses:
+    def recording(self: NegGen, batch: Batch, layers: Layers | None = None) -> Losses:
         batches.append(batch)
-        return original(self, batch)
+        return original(self, batch, layers)
 
     monkeypatch.setattr(NegGen, "calculate_loss", recording)
     model = build_model(settings, data)
@@ -270,6 +270,40 @@ def test_the_per_user_choice_gives_an_eligible_negative_wherever_there_is_one(
         pairs, fallbacks = pairs + int(has.sum()), fallbacks + int((has & ~some).sum())
     share = result.log[0]["generated_fallback_share"]
     assert share == pytest.approx(fallbacks / pairs) and 0 < share < 0.5
+
+
+def test_the_per_user_choice_and_the_loss_share_one_propagation_and_change_nothing(
+    demo: tuple[str, dict[str, ArtifactRef]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each training step propagates the graph once for both the per-user choice and the loss
+    (it was twice: on Games the choice was a third of an epoch), and the model it trains is
+    the same, bit for bit, as when the loss propagates again on its own."""
+    data = _data(*demo)
+    settings = TrainConfig(epochs=2, batch_size=1024)
+    steps = 2 * -(-len(data.train_users) // settings.batch_size)
+    propagations = 0
+    original = LightGCN.layers
+
+    def counted(self: LightGCN) -> Layers:
+        nonlocal propagations
+        propagations += self.training
+        return original(self)
+
+    monkeypatch.setattr(LightGCN, "layers", counted)
+    shared = build_model(settings, data)
+    evaluator = Evaluator(data, EvaluateConfig())
+    fit(shared, build_sampler(settings, data), data, evaluator, settings)
+    assert propagations == steps
+
+    loss = NegGen.calculate_loss
+    monkeypatch.setattr(
+        NegGen, "calculate_loss", lambda self, batch, layers=None: loss(self, batch)
+    )
+    alone = build_model(settings, data)
+    fit(alone, build_sampler(settings, data), data, evaluator, settings)
+    assert propagations == 3 * steps
+    for name, value in shared.state_dict().items():
+        assert torch.equal(value, alone.state_dict()[name]), name
 
 
 def test_the_per_user_choice_without_its_arrays_is_a_clear_error(
