@@ -3,8 +3,10 @@ or a Dask or Ray cluster (local to the flow run, or one at an address)."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import ExitStack
+from typing import Any, Self
 
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from neggen_core.config import TaskRunnerConfig
@@ -16,7 +18,7 @@ def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
     if settings.kind == "thread":
         return ThreadPoolTaskRunner(max_workers=settings.max_workers)
     if settings.kind == "process":
-        return ProcessPoolTaskRunner(max_workers=settings.max_workers)
+        return SharedApiProcessPool(max_workers=settings.max_workers)
     extra = settings.kind
     try:
         if settings.kind == "dask":
@@ -37,3 +39,38 @@ def task_runner(settings: TaskRunnerConfig) -> TaskRunner[Any]:
             f"orchestration.task_runner.kind={extra} needs prefect-{extra}: "
             f"pip install 'neggen[{extra}]' (or set orchestration.task_runner.kind=thread)"
         ) from exc
+
+
+def temporary_server_url() -> str | None:
+    """The API URL of the Prefect temporary server this process started (no PREFECT_API_URL
+    set); None when there is none."""
+    if get_current_settings().api.url:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    return server.api_url if server.running else None
+
+
+class SharedApiProcessPool(ProcessPoolTaskRunner):
+    """Prefect's process pool whose workers report to the flow run's own API. Where the flow
+    run started Prefect's temporary server (no PREFECT_API_URL), the workers are given its URL
+    (the settings the pool hands them); otherwise each worker starts a temporary server of its
+    own, 10 to 20 s of a core each, and its task runs are not in the flow run's API."""
+
+    def __enter__(self) -> Self:
+        self._shared_api = ExitStack()
+        url = temporary_server_url()
+        if url is not None:
+            self._shared_api.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._shared_api.close()
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._shared_api.close()

@@ -243,9 +243,11 @@ def run_logged(
         )
     else:
         rows = ", ".join(f"{table} {entry.rows:,}" for table, entry in manifest.tables.items())
+        count = len(shards.stats)
         sharded = (
-            f" ({shards.seconds:.1f} s in {len(shards.stats)} shards, then {outcome.seconds:.1f} s)"
-            if shards.stats
+            f" ({shards.seconds:.1f} s in {count} shard{'s' * (count != 1)},"
+            f" then {outcome.seconds:.1f} s)"
+            if count
             else ""
         )
         logger.info(
