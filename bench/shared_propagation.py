@@ -29,6 +29,7 @@ from neggen_core.train.compute import fit
 from neggen_core.train.contract import load_training_data
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 class Propagating(NegGen):
@@ -40,7 +41,7 @@ class Propagating(NegGen):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/games.yaml")
+    parser.add_argument("--config", default=str(REPO / "configs" / "games.yaml"))
     parser.add_argument("--root", required=True)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per fit")
     parser.add_argument("--repeats", type=int, default=2, help="fits of each, alternated")
