@@ -2,7 +2,12 @@
 (and, as an option at test time, the valid items as well), the top K taken with `torch.topk`.
 
 The batches' scores are written into one buffer (`evaluate.batch_size` x items, on the model's
-device): a fresh score matrix per batch costs more in page faults than the product itself."""
+device): a fresh score matrix per batch costs more in page faults than the product itself. On a
+CPU a batch is also kept to about `CPU_BATCH_BYTES` of scores, so that `topk` reads them from the
+cache the product has just written them to (Games, all 25,372 users x 16,414 items: 1.02 s
+against 1.30 s in batches of 4,096). The scores keep their bits whatever the batch size: every
+product has at least `MIN_CPU_ROWS` rows (MKL computes a product of fewer than 16 rows with
+other kernels, whose last bits differ), the last batch reaching back into the one before it."""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from neggen_core.config import EvaluateConfig
 from neggen_core.data import TrainingData, contains
 from neggen_core.evaluation.metrics import per_user
 from neggen_core.models.base import Recommender
+
+CPU_BATCH_BYTES = 8 << 20
+MIN_CPU_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,12 @@ class Evaluator:
         self.settings = settings
         self._keys = {split: data.splits[split].keys(data.n_items) for split in ("valid", "test")}
 
+    def cpu_rows(self, device: torch.device) -> int:
+        """Users per batch that keep a CPU batch's scores within `CPU_BATCH_BYTES`."""
+        if device.type != "cpu":
+            return self.data.n_users
+        return max(MIN_CPU_ROWS, CPU_BATCH_BYTES // (4 * self.data.n_items))
+
     def rank(self, model: Recommender, split: str, top: int | None = None) -> Ranking:
         """Rank every item for every user with at least one `split` item."""
         data, settings = self.data, self.settings
@@ -50,10 +64,11 @@ class Evaluator:
         items = np.empty((len(users), depth), dtype=np.int64)
         scores = np.empty((len(users), depth), dtype=np.float32)
         model.eval()
-        size = max(1, min(settings.batch_size, len(users)))
+        size = max(1, min(settings.batch_size, len(users), self.cpu_rows(model.device)))
         buffer = torch.empty((size, data.n_items), device=model.device)
         with torch.no_grad():
             for start in range(0, len(users), size):
+                start = min(start, len(users) - size)
                 chunk = users[start : start + size]
                 batch_scores = model.full_sort_predict(
                     model.as_tensor(chunk), out=buffer[: len(chunk)]

@@ -104,3 +104,46 @@ def test_a_split_without_pairs_contains_nothing() -> None:
         [False, False],
         [False, False],
     ]
+
+
+def test_cpu_batches_kept_cache_sized_rank_with_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from neggen_core.evaluation import evaluator as module
+    from neggen_core.models.backbones import MF
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+
+    def split(pairs: int) -> UserItems:
+        users, items = rng.integers(0, n_users, pairs), rng.integers(0, n_items, pairs)
+        return UserItems.from_pairs(users, items, n_users)
+
+    train = split(200)
+    data = TrainingData(
+        n_users=n_users,
+        n_items=n_items,
+        train_users=np.zeros(0, dtype=np.int64),
+        train_items=np.zeros(0, dtype=np.int64),
+        splits={"train": train, "valid": split(60), "test": split(60)},
+        train_keys=train.keys(n_items),
+        features=None,
+    )
+    model = MF(n_users, n_items, 64, 0.0, seed=1)
+    whole = Evaluator(data, EvaluateConfig(ks=(5, 20))).rank(model, "test")
+
+    calls: list[int] = []
+    predict = model.full_sort_predict
+
+    def counted(users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(len(users))
+        return predict(users, out)
+
+    monkeypatch.setattr(model, "full_sort_predict", counted)
+    # batches of 16 users: the last one reaches back, none is smaller
+    monkeypatch.setattr(module, "CPU_BATCH_BYTES", 3 * 4 * n_items)
+    monkeypatch.setattr(module, "MIN_CPU_ROWS", 16)
+    tiled = Evaluator(data, EvaluateConfig(ks=(5, 20))).rank(model, "test")
+    assert calls == [16] * -(-len(whole.users) // 16)
+    assert np.array_equal(tiled.items, whole.items)
+    assert np.array_equal(tiled.scores, whole.scores)
