@@ -163,7 +163,19 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build under this folder and keep it")
     parser.add_argument("--set", dest="more", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
+    parser.add_argument(
+        "--ranking-only",
+        action="store_true",
+        help="measure only the full ranking of every Games user, replacing that entry in --out",
+    )
     args = parser.parse_args()
+    if args.ranking_only:
+        results = json.loads(args.out.read_text())
+        results["ranking_all_games_users"] = ranking_all_users(args.more)
+        print(f"full ranking, every Games user: {results['ranking_all_games_users']}")
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
 
     results: dict[str, Any] = {"datasets": {}, "settings": args.more}
     for name in args.datasets:
