@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -29,6 +30,7 @@ from tests.support.vllm import standin_config
 # (at 0.4 s, answers delayed by CPU contention timed out, were retried and counted twice).
 NO_IMAGES = ImagePolicy(root=None)
 FAULTS = Settings(p_5xx=0.10, p_timeout=0.05, p_malformed=0.05, hang_s=1.5, seed=3)
+SHORT_HANGS = replace(FAULTS, hang_s=0.3)
 
 
 def test_no_server_is_a_clear_error(tmp_path: Path) -> None:
@@ -168,7 +170,8 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
 ) -> None:
     # twice the requests of the attributes test (key and control negatives): a client timeout
     # well above a loaded machine's answer time, so that only injected faults are retried (an
-    # injected hang still ends in a dropped connection, a transient error). Over ~6,000 requests
+    # injected hang still ends in a dropped connection, a transient error; hangs of 0.3 s, as
+    # each round of requests waits for its slowest: 1.5 s doubled the time). Over ~6,000 requests
     # at 15% transient faults, 5 attempts leave one request without a reply about every other
     # run (an outage, rightly); 9 make that one run in several thousand.
     settings = [
@@ -187,7 +190,7 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
             run_stage(config, "negatives", {"ingest": ingest, "attributes": attributes}).ref,
         )
 
-    with StandIn(FAULTS) as server:
+    with StandIn(SHORT_HANGS) as server:
         clean = standin_config(str(tmp_path / "clean"), server, *settings)
         ingest, attributes, reference = build(clean)
 
@@ -200,7 +203,7 @@ def test_negatives_with_faults_lose_nothing_and_resume_without_repeats(
             raise KeyboardInterrupt("killed")
         return original(self, units)  # type: ignore[arg-type]
 
-    with StandIn(FAULTS) as server:
+    with StandIn(SHORT_HANGS) as server:
         config = standin_config(str(tmp_path / "killed"), server, *settings)
         ingest = run_stage(config, "ingest", {}).ref
         attributes = run_stage(config, "attributes", {"ingest": ingest}).ref

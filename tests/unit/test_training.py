@@ -33,7 +33,7 @@ from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
 from neggen_core.train.compute import FitResult, fit, generated_rows
 from neggen_core.train.contract import load_training_data
-from tests.support.helpers import DEMO_SETTINGS
+from tests.support.helpers import DEMO_SETTINGS, copy_data_stages
 
 
 def _crowded() -> TrainingData:
@@ -459,11 +459,15 @@ def test_a_killed_training_resumes_to_the_same_model_and_metrics(
 
 
 def test_random_intervention_without_control_negatives_is_a_clear_error(
-    demo: tuple[str, dict[str, ArtifactRef]],
+    demo: tuple[str, dict[str, ArtifactRef]], tmp_path: Path
 ) -> None:
-    root, refs = demo
-    config = _config(root, "negatives.controls=false", "train.neggen.ablation=random_intervention")
-    built = {"ingest": refs["ingest"], "attributes": refs["attributes"]}
+    # in a copy: the session's root holds one version of each data stage (test_versions counts)
+    copy_data_stages(demo[0], tmp_path)
+    config = _config(
+        str(tmp_path), "negatives.controls=false", "train.neggen.ablation=random_intervention"
+    )
+    store = open_store(config)
+    built = {stage: store.ref(stage, demo[1][stage].version) for stage in ("ingest", "attributes")}
     for stage in ("negatives", "embeddings"):
         built[stage] = run_stage(config, stage, built).ref
     upstream = {"ingest": built["ingest"], "embeddings": built["embeddings"]}
