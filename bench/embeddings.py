@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from neggen_core.artifacts.vectors import vectors_of
-from neggen_core.attributes.contract import read_descriptions
+from neggen_core.attributes.contract import read_attributes, read_descriptions
 from neggen_core.config import load_config
 from neggen_core.embeddings.compute import embedding_inputs
 from neggen_core.embeddings.contract import load_index, read_embeddings
@@ -64,6 +64,7 @@ def main() -> None:
         read_items(store, refs["ingest"]),
         read_descriptions(store, refs["attributes"]),
         read_negatives(store, refs["negatives"]),
+        read_attributes(store, refs["attributes"]) if config.embeddings.attribute_text else None,
     ).texts()
 
     runs: dict[str, dict[str, Any]] = {}

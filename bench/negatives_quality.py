@@ -1,7 +1,8 @@
 """What the offline negatives are like on a real catalogue (Office by default): which attribute
 each negative changes, which values replace them and how often, whether a number keeps its unit
 and stays in its category's observed range, how close the negatives are to their positives in the
-encoder's space (near-copies rejected) and how many items get enough valid negatives. The stage's
+encoder's space (near-copies rejected at 0.99, measured with the attribute texts) and how many
+items get enough valid negatives. The stage's
 time is given with and without the encoding of its near-copy check (`--root` keeps the vector
 cache: a rerun there encodes nothing).
 
@@ -41,7 +42,12 @@ def _number(value: str) -> tuple[float, str] | None:
 def quality(config_path: Path, root: str) -> dict[str, Any]:
     config = load_config(
         config_path,
-        [f"artifacts.root={root}", "negatives.controls=false", "negatives.max_cosine=0.99"],
+        [
+            f"artifacts.root={root}",
+            "negatives.controls=false",
+            "negatives.max_cosine=0.99",
+            "embeddings.attribute_text=true",
+        ],
     )
     ingest = run_stage(config, "ingest", {}).ref
     attributes = run_stage(config, "attributes", {"ingest": ingest}).ref

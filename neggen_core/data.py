@@ -65,8 +65,8 @@ def contains(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: in
 
 @dataclass(frozen=True)
 class ItemFeatures:
-    """Modal features (text, and the visual description where the dataset has images) of the
-    real items and of the generated negatives, the negatives grouped by their positive."""
+    """Modal features (text; the visual description and the attribute text where items have
+    them) of the real items and of the generated negatives, grouped by their positive."""
 
     item_modal: torch.Tensor  # (n_items, M, D): modality m of item i; zeros where absent
     item_present: torch.Tensor  # (n_items, M) bool
@@ -76,6 +76,7 @@ class ItemFeatures:
     negative_indptr: np.ndarray  # (n_items + 1,): the negatives of item i are rows [i]:[i+1]
     negative_minus_item: torch.Tensor  # (G, M, D): x_i- - x_i, each negative against its positive
     negative_ids: np.ndarray  # (G,) str: each row's negative_id
+    names: tuple[str, ...]  # (M,): which of MODALITIES each modality is
 
     @classmethod
     def build(
@@ -86,9 +87,11 @@ class ItemFeatures:
         negative_present: np.ndarray,
         owner: np.ndarray,
         ids: np.ndarray,
+        names: tuple[str, ...] | None = None,
     ) -> ItemFeatures:
         """The features of items (n_items, M, D) and of their negatives (G, M, D), whose
-        positives `owner` (G,) are sorted and whose `negative_id`s are `ids` (G,)."""
+        positives `owner` (G,) are sorted and whose `negative_id`s are `ids` (G,); the
+        modalities `names` (the first M of MODALITIES where not given)."""
         item_modal = np.asarray(item_modal, dtype=np.float32)
         negative_modal = np.ascontiguousarray(negative_modal, dtype=np.float32)
         owner = np.asarray(owner, dtype=np.int64)
@@ -104,6 +107,7 @@ class ItemFeatures:
             negative_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             negative_minus_item=torch.from_numpy(negative_modal - item_modal[owner]),
             negative_ids=np.asarray(ids, dtype=object),
+            names=names if names is not None else MODALITIES[: item_modal.shape[1]],
         )
 
     @property
@@ -169,19 +173,34 @@ class TrainingData:
         return contains(self.train_keys, users, items, self.n_items)
 
 
-def modal_arrays(table: pa.Table, with_visual: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, M, D) modal vectors and (rows, M) presence of embedding rows (`text_vector`, and
-    `visual_vector` when `with_visual`): text, then the visual description."""
+MODALITIES = ("text", "visual", "attributes")  # in this order, those the items have
+MODAL_COLUMNS = ("text_vector", "visual_vector", "attribute_vector")
+
+
+def modal_columns(items: pa.Table) -> tuple[str, ...]:
+    """The modalities the items' embedding rows hold: the text's, then the visual
+    description's and the attribute text's where any item has one."""
+    return tuple(
+        column
+        for column in MODAL_COLUMNS
+        if column == "text_vector"
+        or (column in items.column_names and items.column(column).null_count < items.num_rows)
+    )
+
+
+def modal_arrays(table: pa.Table, columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M, D) modal vectors and (rows, M) presence of embedding rows, one modality per
+    column of `columns` (`modal_columns`), zeros where a row has none."""
     text = np.array(vectors_of(table.column("text_vector")))
-    if not with_visual:
-        return text[:, None, :], np.ones((len(text), 1), dtype=bool)
-    column = table.column("visual_vector")
-    present = column.is_valid().to_numpy(zero_copy_only=False)
-    visual = np.zeros_like(text)
-    if present.any():
-        visual[present] = vectors_of(column.filter(column.is_valid()))
-    both = np.stack([text, visual], axis=1)
-    return both, np.stack([np.ones(len(text), dtype=bool), present], axis=1)
+    modal = np.zeros((len(text), len(columns), text.shape[1]), dtype=np.float32)
+    present = np.ones((len(text), len(columns)), dtype=bool)
+    modal[:, 0] = text
+    for m, name in enumerate(columns[1:], 1):
+        column = table.column(name)
+        present[:, m] = column.is_valid().to_numpy(zero_copy_only=False)
+        if present[:, m].any():
+            modal[present[:, m], m] = vectors_of(column.filter(column.is_valid()))
+    return modal, present
 
 
 def item_features(
@@ -191,8 +210,9 @@ def item_features(
     generated negatives of `kind` (key, or control: changing attributes that are not key
     features), without those flagged as possible false negatives when `skip_flagged`; with
     no negatives table, none."""
-    with_visual = items.column("visual_vector").null_count < items.num_rows
-    item_modal, item_present = modal_arrays(items, with_visual)
+    columns = modal_columns(items)
+    names = tuple(MODALITIES[MODAL_COLUMNS.index(column)] for column in columns)
+    item_modal, item_present = modal_arrays(items, columns)
     if negatives is None:
         none = np.zeros((0, *item_modal.shape[1:]), dtype=np.float32)
         return ItemFeatures.build(
@@ -202,6 +222,7 @@ def item_features(
             np.zeros((0, item_modal.shape[1]), dtype=bool),
             np.zeros(0, dtype=np.int64),
             np.zeros(0, dtype=object),
+            names,
         )
     negatives = negatives.filter(pc.equal(negatives.column("kind"), kind))
     if skip_flagged:
@@ -210,10 +231,10 @@ def item_features(
     owner = negatives.column("item_idx").to_numpy().astype(np.int64)
     order = np.argsort(owner, kind="stable")
     negatives, owner = negatives.take(order), owner[order]
-    negative_modal, negative_present = modal_arrays(negatives, with_visual)
+    negative_modal, negative_present = modal_arrays(negatives, columns)
     ids = negatives.column("negative_id").to_numpy(zero_copy_only=False)
     return ItemFeatures.build(
-        item_modal, item_present, negative_modal, negative_present, owner, ids
+        item_modal, item_present, negative_modal, negative_present, owner, ids, names
     )
 
 

@@ -239,13 +239,14 @@ def text_vectors_schema(dim: int) -> pa.Schema:
 
 def item_embeddings_schema(dim: int, image_dim: int) -> pa.Schema:
     """One row per item: its text's vector, its visual description's (null without an image),
-    their normalised sum (`vector`, what the index holds) and Pillow image features (null
-    without an image)."""
+    its attribute text's (null without attributes or where not embedded), their normalised sum
+    (`vector`, what the index holds) and Pillow image features (null without an image)."""
     return pa.schema(
         [
             _field("item_idx", pa.int32(), nullable=False),
             _field("text_vector", vector_type(dim), nullable=False),
             _field("visual_vector", vector_type(dim)),
+            _field("attribute_vector", vector_type(dim)),
             _field("vector", vector_type(dim), nullable=False),
             _field("image_features", vector_type(image_dim)),
         ]
@@ -263,6 +264,7 @@ def negative_embeddings_schema(dim: int) -> pa.Schema:
             _field("modality", pa.string(), nullable=False),
             _field("text_vector", vector_type(dim), nullable=False),
             _field("visual_vector", vector_type(dim)),
+            _field("attribute_vector", vector_type(dim)),
             _field("vector", vector_type(dim), nullable=False),
             _field("similarity_to_positive", pa.float32(), nullable=False),
             _field("nearest_item_idx", pa.int32()),

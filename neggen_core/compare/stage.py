@@ -226,6 +226,7 @@ def build(ctx: Build) -> dict[str, Any]:
         items=item_texts(
             read_items(store, upstream["ingest"]),
             read_descriptions(store, upstream["attributes"]),
+            None,
         ),
         versions={name: ref.version for name, ref in upstream.items()},
         software=software(),

@@ -1,6 +1,7 @@
 """The embeddings stage's logic on frames and matrices: what is embedded (item texts, their
-visual descriptions, the valid negatives) and in which order, the vectors of rows assembled from
-the encoded texts, the scores and flags of the negatives, and the counts of the report."""
+visual descriptions and attribute texts, the valid negatives') and in which order, the vectors
+of rows assembled from the encoded texts, the scores and flags of the negatives, and the counts
+of the report."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import numpy as np
 import polars as pl
 
 from neggen_core.attributes.contract import item_inputs
-from neggen_core.encoders.cached import joint, text_key
+from neggen_core.encoders.cached import AttributeRow, attribute_text, changed, joint, text_key
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What is embedded: items (item_idx, text, visual, image_uri) and valid negatives
-    (negative_id, item_idx, user_idx, kind, modality, text, visual)."""
+    """What is embedded: items (item_idx, text, visual, attributes, image_uri) and valid
+    negatives (negative_id, item_idx, user_idx, kind, modality, text, visual, attributes,
+    possible_false_negative); `attributes` is the attribute text, null where not embedded."""
 
     items: pl.DataFrame
     negatives: pl.DataFrame
@@ -28,39 +30,74 @@ class Inputs:
         """Every distinct text, longest first (ties in text order): the order they are encoded."""
         found = pl.concat(
             [
-                self.items.select(pl.col("text")),
-                self.items.select(pl.col("visual").alias("text")),
-                self.negatives.select(pl.col("text")),
-                self.negatives.select(pl.col("visual").alias("text")),
+                frame.select(pl.col(column).alias("text"))
+                for frame in (self.items, self.negatives)
+                for column in ("text", "visual", "attributes")
             ]
         ).drop_nulls()
         unique = found.unique().with_columns(pl.col("text").str.len_chars().alias("length"))
         return unique.sort(["length", "text"], descending=[True, False])["text"].to_list()
 
 
-def item_texts(items: pl.DataFrame, descriptions: pl.DataFrame) -> pl.DataFrame:
-    """(item_idx, text, visual, image_uri) by item_idx: an ingest `items` frame with each item's
-    text and the visual description the attributes stage wrote for its image (or null)."""
+def attribute_rows(attributes: pl.DataFrame) -> dict[int, list[AttributeRow]]:
+    """item_idx -> its (modality, name, value) rows, from an attributes table."""
+    rows: dict[int, list[AttributeRow]] = {}
+    for item_idx, modality, name, value in attributes.select(
+        "item_idx", "modality", "name", "value"
+    ).iter_rows():
+        rows.setdefault(item_idx, []).append((modality, name, value))
+    return rows
+
+
+def item_texts(
+    items: pl.DataFrame, descriptions: pl.DataFrame, attributes: pl.DataFrame | None
+) -> pl.DataFrame:
+    """(item_idx, text, visual, attributes, image_uri) by item_idx: an ingest `items` frame with
+    each item's text, the visual description the attributes stage wrote for its image (or null)
+    and the text of its attributes (null without any, or without `attributes`)."""
     visual = descriptions.filter(
         (pl.col("modality") == "image") & pl.col("text").is_not_null()
     ).select("item_idx", pl.col("text").alias("visual"))
+    rows = attribute_rows(attributes) if attributes is not None else {}
     texts = pl.DataFrame(
-        [(item.item_idx, item.text()) for item in item_inputs(items)],
-        schema={"item_idx": pl.Int32, "text": pl.String},
+        [
+            (item.item_idx, item.text(), attribute_text(rows.get(item.item_idx, ())))
+            for item in item_inputs(items)
+        ],
+        schema={"item_idx": pl.Int32, "text": pl.String, "attributes": pl.String},
         orient="row",
     )
     return (
         texts.join(visual, on="item_idx", how="left")
         .join(items.select("item_idx", "image_uri"), on="item_idx", how="left")
+        .select("item_idx", "text", "visual", "attributes", "image_uri")
         .sort("item_idx")
     )
 
 
+def negative_attribute_texts(
+    negatives: pl.DataFrame, rows: dict[int, list[AttributeRow]]
+) -> list[str | None]:
+    """Each negative's attribute text: its positive's attributes with its interventions."""
+    return [
+        attribute_text(
+            changed(
+                rows.get(item_idx, ()),
+                [(c["modality"], c["name"], c["to_value"]) for c in interventions],
+            )
+        )
+        for item_idx, interventions in negatives.select("item_idx", "interventions").iter_rows()
+    ]
+
+
 def embedding_inputs(
-    items: pl.DataFrame, descriptions: pl.DataFrame, negatives: pl.DataFrame
+    items: pl.DataFrame,
+    descriptions: pl.DataFrame,
+    negatives: pl.DataFrame,
+    attributes: pl.DataFrame | None,
 ) -> Inputs:
-    """The items' texts and the valid negatives; a `ValueError` when a valid negative has no
-    text."""
+    """The items' texts and the valid negatives, with their attribute texts where `attributes`
+    (the attributes table) is given; a `ValueError` when a valid negative has no text."""
     valid = negatives.filter(pl.col("status") == "valid")
     missing = valid.filter(pl.col("text").is_null())
     if missing.height:
@@ -68,8 +105,13 @@ def embedding_inputs(
             f"{missing.height} valid negatives have no text "
             f"(first: {missing['negative_id'][0]}); rebuild the negatives stage"
         )
+    texts = (
+        negative_attribute_texts(valid, attribute_rows(attributes))
+        if attributes is not None
+        else [None] * valid.height
+    )
     return Inputs(
-        items=item_texts(items, descriptions),
+        items=item_texts(items, descriptions, attributes),
         negatives=valid.select(
             "negative_id",
             "item_idx",
@@ -78,6 +120,7 @@ def embedding_inputs(
             "modality",
             "text",
             pl.col("visual_description").alias("visual"),
+            pl.Series("attributes", texts, dtype=pl.String),
             "possible_false_negative",
         ),
         invalid_negatives=negatives.height - valid.height,
@@ -85,34 +128,35 @@ def embedding_inputs(
 
 
 class ModalVectors(NamedTuple):
-    """Vectors of rows (items or negatives), each (rows, dim) but `has_visual` (rows,)."""
+    """Vectors of rows (items or negatives), each (rows, dim) but the `has_` masks (rows,)."""
 
     text: np.ndarray
     visual: np.ndarray  # zero where a row has no visual description
     has_visual: np.ndarray
-    joint: np.ndarray  # text + visual, unit length
+    attributes: np.ndarray  # zero where a row has no attribute text
+    has_attributes: np.ndarray
+    joint: np.ndarray  # text + visual + attributes, unit length
 
 
 def modal_vectors(
-    texts: Sequence[str],
-    visuals: Sequence[str | None],
-    lookup: Mapping[str, int],
-    vectors: np.ndarray,
+    rows: pl.DataFrame, lookup: Mapping[str, int], vectors: np.ndarray
 ) -> ModalVectors:
-    """The vectors of rows of (text, visual description), looked up by `text_key` in the rows
-    of `vectors`."""
-    text_rows = np.array([lookup[text_key(t)] for t in texts], dtype=np.int64)
-    has_visual = np.array([v is not None for v in visuals], dtype=bool)
-    visual_rows = np.array(
-        [lookup[text_key(v)] if v is not None else 0 for v in visuals], dtype=np.int64
-    )
-    dim = vectors.shape[1]
-    text_vectors = vectors[text_rows] if len(text_rows) else np.zeros((0, dim), np.float32)
-    visual_vectors = np.where(
-        has_visual[:, None], vectors[visual_rows] if len(visual_rows) else 0.0, 0.0
-    ).astype(np.float32)
+    """The vectors of `rows` (text, visual, attributes: its texts, null where it has none),
+    looked up by `text_key` in the rows of `vectors`."""
+
+    def looked_up(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        present = np.array([t is not None for t in texts], dtype=bool)
+        found = np.zeros((len(texts), vectors.shape[1]), np.float32)
+        at = [lookup[text_key(t)] for t in texts if t is not None]
+        if at:
+            found[present] = vectors[np.array(at, dtype=np.int64)]
+        return found, present
+
+    text, _ = looked_up(rows["text"].to_list())
+    visual, has_visual = looked_up(rows["visual"].to_list())
+    attributes, has_attributes = looked_up(rows["attributes"].to_list())
     return ModalVectors(
-        text_vectors, visual_vectors, has_visual, joint(text_vectors, visual_vectors)
+        text, visual, has_visual, attributes, has_attributes, joint(text, visual, attributes)
     )
 
 
@@ -178,6 +222,7 @@ def coverage_report(
         "coverage": {
             "text": inputs.items.height,
             "visual_description": int(items.has_visual.sum()),
+            "attribute_text": int(items.has_attributes.sum()),
             "image_features": int(has_image.sum()),
             "without_image": int(inputs.items["image_uri"].is_null().sum()),
         },

@@ -19,8 +19,8 @@ from neggen_core.encoders.index import ItemIndex
 from neggen_core.encoders.text import model_fingerprint
 
 UPSTREAM = ("ingest", "attributes", "negatives")
-SCHEMA_VERSION = 2
-EMBEDDER_VERSION = 1  # bump when what is embedded, or how, changes
+SCHEMA_VERSION = 3  # 3: attribute_vector
+EMBEDDER_VERSION = 2  # bump when what is embedded, or how, changes (2: attribute texts)
 INDEX_FILE = "items.faiss"
 REPORT = "report.json"
 

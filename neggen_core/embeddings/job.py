@@ -1,9 +1,10 @@
 """The embeddings stage: items and their generated negatives as vectors of one text space, Pillow
 image features where an item has an image, and a FAISS index over the items.
 
-An item is embedded through its text (title, brand, categories, description) and its visual
-description; a negative through its own two texts, so that a negative differs from its positive
-only where it was intervened. Every distinct text is encoded once: the texts are sorted by length
+An item is embedded through its text (title, brand, categories, description), its visual
+description and the text of its extracted attributes (`embeddings.attribute_text`); a negative
+through its own three texts, so that a negative differs from its positive only where it was
+intervened. Every distinct text is encoded once: the texts are sorted by length
 (as sentence-transformers does inside one `encode` call) and cut into parts of
 `embeddings.batch_size`, each a part file of `text_vectors`, so a killed run encodes only the
 missing parts, and separate shards can encode different parts (`neggen_core.sharding`). The
@@ -28,7 +29,7 @@ import pyarrow as pa
 from neggen_core import progress
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore, ArtifactWriter
 from neggen_core.artifacts.vectors import vector_array, vectors_of
-from neggen_core.attributes.contract import read_descriptions
+from neggen_core.attributes.contract import read_attributes, read_descriptions
 from neggen_core.config import NeggenConfig
 from neggen_core.embeddings import compute
 from neggen_core.embeddings.compute import Inputs, embedding_inputs
@@ -52,12 +53,17 @@ from neggen_core.pipeline.spec import StageSpec
 from neggen_core.sharding import Stats, still_to_do
 
 
-def gather_inputs(store: ArtifactStore, upstream: Mapping[str, ArtifactRef]) -> Inputs:
-    """What the embeddings stage encodes, read from its upstream artifacts."""
+def gather_inputs(
+    store: ArtifactStore, upstream: Mapping[str, ArtifactRef], attribute_text: bool
+) -> Inputs:
+    """What the embeddings stage encodes, read from its upstream artifacts (the attribute
+    texts where `attribute_text`)."""
     items = read_items(store, upstream["ingest"])
     descriptions = read_descriptions(store, upstream["attributes"])
+    attributes = read_attributes(store, upstream["attributes"]) if attribute_text else None
+    negatives = read_negatives(store, upstream["negatives"])
     try:
-        return embedding_inputs(items, descriptions, read_negatives(store, upstream["negatives"]))
+        return embedding_inputs(items, descriptions, negatives, attributes)
     except ValueError as exc:
         raise ArtifactError(f"{upstream['negatives'].uri}: {exc}") from exc
 
@@ -93,7 +99,7 @@ class EmbeddingsJob:
         self.config, self.store = config, store
         self.settings = config.embeddings
         self.upstream = dict(upstream)
-        self.inputs = gather_inputs(store, upstream)
+        self.inputs = gather_inputs(store, upstream, self.settings.attribute_text)
         self.texts = self.inputs.texts()
         self.batches = -(-max(len(self.texts), 1) // self.settings.batch_size)
 
@@ -138,9 +144,7 @@ class EmbeddingsJob:
         items = self.inputs.items
         if not compute.items_are_dense(items):
             raise ArtifactError(f"{upstream['ingest'].uri}: item_idx is not dense 0..n-1")
-        item = compute.modal_vectors(
-            items["text"].to_list(), items["visual"].to_list(), lookup, vectors
-        )
+        item = compute.modal_vectors(items, lookup, vectors)
         images = image_policy(self.config, self.store)
         features, has_image, image_failures = _image_features(
             items, settings.image_features, images
@@ -152,6 +156,7 @@ class EmbeddingsJob:
                     "item_idx": items["item_idx"].to_arrow(),
                     "text_vector": vector_array(item.text),
                     "visual_vector": vector_array(item.visual, item.has_visual),
+                    "attribute_vector": vector_array(item.attributes, item.has_attributes),
                     "vector": vector_array(item.joint),
                     "image_features": vector_array(features, has_image),
                 }
@@ -169,9 +174,7 @@ class EmbeddingsJob:
         writer.write_bytes(INDEX_FILE, index.to_bytes())
 
         negatives = self.inputs.negatives
-        negative = compute.modal_vectors(
-            negatives["text"].to_list(), negatives["visual"].to_list(), lookup, vectors
-        )
+        negative = compute.modal_vectors(negatives, lookup, vectors)
         nearest, similarity = index.nearest_other(negative.joint, compute.positive_rows(negatives))
         scores = compute.score_negatives(
             negatives,
@@ -192,6 +195,7 @@ class EmbeddingsJob:
                     "modality": negatives["modality"].to_arrow(),
                     "text_vector": vector_array(negative.text),
                     "visual_vector": vector_array(negative.visual, negative.has_visual),
+                    "attribute_vector": vector_array(negative.attributes, negative.has_attributes),
                     "vector": vector_array(negative.joint),
                     "similarity_to_positive": pa.array(scores.to_positive, pa.float32()),
                     "nearest_item_idx": pa.array(nearest, pa.int32(), mask=nearest < 0),

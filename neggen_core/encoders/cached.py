@@ -1,14 +1,15 @@
-"""Texts to vectors through the dataset's vector cache, and an item's joint vector.
+"""Texts to vectors through the dataset's vector cache, an item's attributes as a text, an
+item's joint vector, and its modalities stacked as the models take them.
 
 The embeddings stage encodes through `CachedEncoder` (a text encoded by an earlier version is
-not encoded again); the negatives stage measures its candidates with `joint_vectors`, batch by
+not encoded again); the negatives stage measures its candidates with `stacked_vectors`, batch by
 batch and without the cache, so that its decisions never depend on another run's encodings.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,33 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
     return normalised
 
 
-def joint(text: np.ndarray, visual: np.ndarray) -> np.ndarray:
-    """An item's joint vector: its text vector plus its visual description's (zero rows where it
-    has none), unit length. Similarities to a positive are taken between joint vectors."""
-    return normalise(text + visual)
+AttributeRow = tuple[str, str, str]  # (modality, name, value)
+
+
+def attribute_text(attributes: Iterable[AttributeRow]) -> str | None:
+    """An item's attributes as one text, its attributes modality: "name: value" each ("image
+    name: value" for what its image shows), sorted, joined by "; "; None without any. One
+    changed value in a long description barely moves the description's vector; here it is a
+    fifth of the text, so a key feature changed is a change the model can see."""
+    parts = sorted({f"{'image ' if m == 'image' else ''}{n}: {v}" for m, n, v in attributes})
+    return "; ".join(parts) if parts else None
+
+
+def changed(
+    attributes: Iterable[AttributeRow], interventions: Iterable[AttributeRow]
+) -> list[AttributeRow]:
+    """A negative's attributes: its positive's, each intervened (modality, name) at its new
+    value (added where the positive lacks it)."""
+    new = {(m, n): v for m, n, v in interventions}
+    rows = [(m, n, new.pop((m, n), v)) for m, n, v in attributes]
+    return rows + [(m, n, v) for (m, n), v in new.items()]
+
+
+def joint(text: np.ndarray, visual: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+    """An item's joint vector: the sum of its text's, its visual description's and its
+    attributes' vectors (zero rows where it has none of the latter two), unit length.
+    Similarities to a positive are taken between joint vectors."""
+    return normalise(text + visual + attributes)
 
 
 class CachedEncoder:
@@ -74,21 +98,25 @@ class CachedEncoder:
         return vectors, len(missing)
 
 
-def joint_vectors(
-    encoder: TextEncoder, rows: Sequence[tuple[str, str | None]], known: dict[str, np.ndarray]
+def stacked_vectors(
+    encoder: TextEncoder,
+    rows: Sequence[tuple[str, str | None, str | None]],
+    known: dict[str, np.ndarray],
 ) -> tuple[np.ndarray, int]:
-    """The joint vector of each (text, visual description or None) row; and how many texts
-    were encoded. Texts not in `known` are encoded together and added to it. Nothing is read
-    from or written to a vector cache: a text's vector then depends only on the calls made
-    with the same `known` (one batch of a stage), never on what another shard or run encoded
-    first, so a rebuild, sharded or not, gives the same bits."""
+    """Each (text, visual description, attribute text; None where it has none) row's
+    modalities side by side, zeros where absent, unit length: the space the models take them
+    in (each modality projected on its own), where a cosine is the mean of the modalities'
+    cosines (between rows with the same modalities); and how many texts were encoded. Texts not
+    in `known` are encoded together and added to it. Nothing is read from or written to a
+    vector cache: a text's vector then depends only on the calls made with the same `known`
+    (one batch of a stage), never on what another shard or run encoded first, so a rebuild,
+    sharded or not, gives the same bits."""
     fresh = sorted({t for row in rows for t in row if t is not None} - known.keys())
     if fresh:
         known.update(zip(fresh, encoder.encode(fresh), strict=True))
-    text = np.zeros((len(rows), encoder.dim), np.float32)
-    visual = np.zeros((len(rows), encoder.dim), np.float32)
-    for r, (t, v) in enumerate(rows):
-        text[r] = known[t]
-        if v is not None:
-            visual[r] = known[v]
-    return joint(text, visual), len(fresh)
+    modal = np.zeros((len(rows), 3, encoder.dim), np.float32)
+    for r, row in enumerate(rows):
+        for m, t in enumerate(row):
+            if t is not None:
+                modal[r, m] = known[t]
+    return normalise(modal.reshape(len(rows), -1)), len(fresh)

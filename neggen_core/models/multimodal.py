@@ -27,6 +27,7 @@ pool, the modal BPR takes the pool's first (uniform) candidate as its negative.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from neggen_core.config import FreedomConfig
+from neggen_core.data import MODALITIES
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.models.backbones import (
     Backbone,
@@ -93,6 +95,14 @@ def symmetric_normalised(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarr
     return values
 
 
+def graph_weights(names: Sequence[str], image_weight: float) -> np.ndarray:
+    """Each modality's share of the item-item graph: the image's (its visual description's)
+    `image_weight`, the text's the rest, the attribute text's none: the graph stays MMRec's,
+    built from the text and the image."""
+    share = {"text": 1.0 - image_weight, "visual": image_weight, "attributes": 0.0}
+    return np.array([share[name] for name in names])
+
+
 @dataclass(frozen=True)
 class ItemGraph:
     """The frozen item-item graph (n_items square, sparse CSR) and its transpose."""
@@ -102,19 +112,24 @@ class ItemGraph:
 
     @classmethod
     def build(
-        cls, modal: np.ndarray, present: np.ndarray, k: int, image_weight: float
+        cls,
+        modal: np.ndarray,
+        present: np.ndarray,
+        k: int,
+        image_weight: float,
+        names: Sequence[str] = MODALITIES,
     ) -> ItemGraph:
-        """From the items' modal features (n, M, D) and presence (n, M), modality 0 the text
-        and 1 the image: each modality's kNN graph among the items that have it, the image
-        graph weighted `image_weight` and the text graph the rest; an item without an image
-        keeps its text graph whole (MMRec assumes every item has both)."""
+        """From the items' modal features (n, M, D) and presence (n, M), the modalities
+        `names` (text, visual, attributes; the first M where not given): each modality's kNN
+        graph among the items that have it, weighted by `graph_weights`; an item without an
+        image keeps its text graph whole (MMRec assumes every item has both)."""
         n = modal.shape[0]
-        weight = np.array([1.0 - image_weight, image_weight])[: modal.shape[1]]
+        weight = graph_weights(names[: modal.shape[1]], image_weight)
         row_weight = present @ weight  # each item's total over the modalities it has
         rows, cols, values = [], [], []
         for m in range(modal.shape[1]):
             members = np.flatnonzero(present[:, m])
-            if not len(members):
+            if not len(members) or not weight[m]:
                 continue
             r, c = knn_edges(modal[members, m], k)
             rows.append(members[r])
@@ -150,14 +165,15 @@ class VirtualNodes:
         present: np.ndarray,
         k: int,
         image_weight: float,
+        names: Sequence[str] = MODALITIES,
     ) -> VirtualNodes:
         """The rows of `modal` (G, M, D) with presence (G, M) among the items'."""
-        weight = np.array([1.0 - image_weight, image_weight])[: modal.shape[1]]
+        weight = graph_weights(names[: modal.shape[1]], image_weight)
         row_weight = np.maximum(present @ weight, 1e-12)
         neighbours, weights = [], []
         for m in range(modal.shape[1]):
             members = np.flatnonzero(item_present[:, m])
-            if not len(members):
+            if not len(members) or not weight[m]:
                 continue
             index = ItemIndex.build(_unit(item_modal[members, m]), IndexSettings())
             width = min(k, len(members))
@@ -216,9 +232,11 @@ class Freedom(Backbone):
         modal: torch.Tensor,
         present: torch.Tensor,
         settings: FreedomConfig,
+        names: Sequence[str] = MODALITIES,
     ):
         super().__init__(n_users, n_items, dim, settings.reg_weight, seed)
         self.settings, self.seed = settings, seed
+        self.names = tuple(names[: modal.shape[1]])
         self.n_layers = settings.layers
         self.hops = settings.layers + 1
         self.users, self.items = users, items
@@ -229,7 +247,7 @@ class Freedom(Backbone):
         self.keep = int(len(users) * (1.0 - settings.dropout))
         self.item_modal, self.item_present = modal.numpy(), present.numpy()
         self.graph = ItemGraph.build(
-            self.item_modal, self.item_present, settings.knn_k, settings.image_weight
+            self.item_modal, self.item_present, settings.knn_k, settings.image_weight, self.names
         )
         generator = torch.Generator().manual_seed(seed + 2)
         self.modalities = [m for m in range(modal.shape[1]) if bool(present[:, m].any())]
@@ -262,7 +280,9 @@ class Freedom(Backbone):
     def virtual_nodes(self, modal: np.ndarray, present: np.ndarray) -> VirtualNodes:
         """Vectors that are no item (G, M, D), with presence (G, M), as item-graph rows."""
         k, weight = self.settings.knn_k, self.settings.image_weight
-        return VirtualNodes.build(self.item_modal, self.item_present, modal, present, k, weight)
+        return VirtualNodes.build(
+            self.item_modal, self.item_present, modal, present, k, weight, self.names
+        )
 
     def layers(self) -> tuple[torch.Tensor, torch.Tensor]:
         adjacency = self.pruned if self.training else self.full

@@ -2,10 +2,10 @@
 Recommendation", Liu et al., arXiv 2501.15183) on any backbone (MF, LightGCN, VBPR, FREEDOM).
 
 A positive item i and a generated negative i- differ only in the intervened key features. Their
-modal features m (the text and visual-description vectors) go through A, an attention/projection
-block (a linear projection per modality, pooled by attention over the modalities the item has;
-a negative is pooled with its positive's weights, as the two have the same modalities), and P,
-an MLP without biases whose output is capped at norm kappa.
+modal features m (the vectors of the text, the visual description and the attribute text) go
+through A, an attention/projection block (a linear projection per modality, pooled by attention
+over the modalities the item has; a negative is pooled with its positive's weights, as the two
+have the same modalities), and P, an MLP without biases whose output is capped at norm kappa.
 
 - Content: k(x) = P(A(m(x))), what an item's features add to its score:
   s(u, i) = <u, e_i> + lambda * <u, k(i)>.
@@ -84,7 +84,8 @@ from neggen_core.models.multimodal import Freedom, VirtualNodes
 
 class ModalAttention(nn.Module):
     """A: each modality projected to the model's width, pooled by attention over the modalities
-    an item has (text always; the visual description where it has an image)."""
+    an item has (text always; the visual description and the attribute text where it has
+    them)."""
 
     def __init__(self, modalities: int, in_dim: int, dim: int, generator: torch.Generator):
         super().__init__()

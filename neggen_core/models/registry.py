@@ -42,6 +42,7 @@ def _backbone(name: str, settings: TrainConfig, data: TrainingData) -> Backbone:
             features.item_modal,
             features.item_present,
             settings.freedom,
+            features.names,
         )
     adjacency = normalized_adjacency(data.n_users, data.n_items, data.train_users, data.train_items)
     return LightGCN(*common, seed=settings.seed, adjacency=adjacency, n_layers=settings.n_layers)

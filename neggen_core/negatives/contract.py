@@ -23,14 +23,14 @@ KINDS = ("key", "control")  # control: changes attributes that are not key featu
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     """What the negatives depend on; where near-copies are checked, the encoder that measures
-    them (its weights and backend, as in the embeddings version)."""
+    them (its weights and backend, as in the embeddings version) and whether the attributes
+    modality is part of what it measures."""
     embeddings = config.embeddings
     measured = config.negatives.max_cosine is not None
+    encoder = [model_fingerprint(embeddings.encoder), embeddings.encoder_backend]
     return {
         "negatives": config.negatives.model_dump(),
-        "encoder": [model_fingerprint(embeddings.encoder), embeddings.encoder_backend]
-        if measured
-        else None,
+        "encoder": [*encoder, embeddings.attribute_text] if measured else None,
         "category_level": config.attributes.category_level,
         "prompt_version": combined_version(INTERVENE, COMPLETE),
         "generator_version": LEXICON_GENERATOR_VERSION,

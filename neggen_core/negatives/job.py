@@ -32,7 +32,7 @@ from neggen_core.attributes.contract import (
 )
 from neggen_core.categories import category_lineage
 from neggen_core.config import NeggenConfig
-from neggen_core.encoders.cached import joint_vectors
+from neggen_core.encoders.cached import stacked_vectors
 from neggen_core.encoders.text import TextEncoder
 from neggen_core.ingest.contract import read_interactions, read_items
 from neggen_core.llm.backend import open_vllm, uses_vllm
@@ -42,7 +42,7 @@ from neggen_core.negatives import compute
 from neggen_core.negatives.contract import REPORT, SCHEMA_VERSION, TABLES, UPSTREAM, version_config
 from neggen_core.negatives.lexicon import LexiconNegatives
 from neggen_core.negatives.models import Generator, Outcome, Positive
-from neggen_core.negatives.screen import screen
+from neggen_core.negatives.screen import measured_rows, screen
 from neggen_core.negatives.vllm import VllmNegatives
 from neggen_core.pipeline.spec import StageSpec
 from neggen_core.sharding import Stats, counted, still_to_do
@@ -125,12 +125,13 @@ class NegativesJob:
         )
 
     def similarity(self, pairs: Sequence[tuple[Positive, Outcome]]) -> np.ndarray:
-        """The cosine of each candidate's joint vector to its positive's."""
+        """The cosine of each candidate's stacked modalities to its positive's (with the
+        attributes modality where `embeddings.attribute_text`, as the embeddings stage embeds
+        them)."""
         assert self.encoder is not None
-        rows = [(p.item.text(), p.visual_description) for p, _ in pairs]
-        rows += [(o.completed.text, o.completed.visual_description) for _, o in pairs]
+        rows = measured_rows(pairs, self.config.embeddings.attribute_text)
         began = time.perf_counter()
-        vectors, encoded = joint_vectors(self.encoder, rows, self.known)
+        vectors, encoded = stacked_vectors(self.encoder, rows, self.known)
         self.encoding["encode_seconds"] += time.perf_counter() - began
         self.encoding["texts_encoded"] += encoded
         positives, negatives = vectors[: len(pairs)], vectors[len(pairs) :]
@@ -158,7 +159,7 @@ class NegativesJob:
             for user_idx, item_idx in self.units[number * size : (number + 1) * size]
         ]
         check = self.similarity if self.encoder is not None else None
-        self.known = {}  # the batch's texts, encoded within the batch: see joint_vectors
+        self.known = {}  # the batch's texts, encoded within the batch: see stacked_vectors
         rows = []
         for kind, generator in self.generators.items():
             units = compute.asked(kind, batch)

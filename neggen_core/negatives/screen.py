@@ -5,8 +5,9 @@ the unit, the rejected ones kept with their reason.
 A unit's candidates are asked for in rounds, as many per round as it still needs, and the valid
 ones of a round are measured together (one encoding call for the whole batch): a spare candidate
 is generated (an LLM request) and encoded only when an earlier one was rejected. A near-copy is a
-negative whose joint vector is at least `max_cosine` close to its positive's: the difference the
-model would learn from is almost nothing in the space it sees. A duplicate makes the same changes
+negative at least `max_cosine` close to its positive in the space the models see, its modalities
+side by side (text, visual description, attribute text; the mean of their cosines): the
+difference the model would learn from is almost nothing there. A duplicate makes the same changes
 (modality, attribute, new value; case and spacing aside) as an earlier candidate: a model asked
 for several negatives of one item can answer alike, and a repeat teaches nothing new.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from neggen_core.encoders.cached import AttributeRow, attribute_text, changed
 from neggen_core.negatives.models import Generator, Outcome, Positive, Unit
 
 # (positive, candidate) pairs -> their cosine, one per pair
@@ -35,6 +37,28 @@ class Examined:
     number: int
     outcome: Outcome
     cosine: float | None
+
+
+def measured_rows(
+    pairs: Sequence[tuple[Positive, Outcome]], with_attributes: bool
+) -> list[tuple[str, str | None, str | None]]:
+    """What is encoded to measure (positive, candidate) pairs, as `stacked_vectors` takes it:
+    the positives' (text, visual description, attribute text) rows, then the candidates'. A
+    candidate's attributes are its positive's with its interventions; without
+    `with_attributes`, no attribute texts."""
+
+    def attributes(positive: Positive, outcome: Outcome | None) -> str | None:
+        if not with_attributes:
+            return None
+        rows: list[AttributeRow] = [(a.modality, a.name, a.value) for a in positive.attributes]
+        if outcome is not None:
+            changes = [(c.modality, c.name, c.to_value) for c in outcome.plan.interventions]
+            rows = changed(rows, changes)
+        return attribute_text(rows)
+
+    return [(p.item.text(), p.visual_description, attributes(p, None)) for p, _ in pairs] + [
+        (o.completed.text, o.completed.visual_description, attributes(p, o)) for p, o in pairs
+    ]
 
 
 def near_copy(cosine: float, max_cosine: float) -> str:

@@ -131,6 +131,26 @@ def test_items_carry_the_visual_modality_only_where_the_dataset_has_it() -> None
     assert item_features(text_only, NEGATIVES).modalities == 1
 
 
+def test_the_attribute_texts_are_the_last_modality_where_items_have_them() -> None:
+    items = ITEMS.append_column("attribute_vector", _vectors([[0.0, 3.0], None, [3.0, 0.0]]))
+    negatives = NEGATIVES.append_column(
+        "attribute_vector", _vectors([[4.0, 0.0], [0.0, 3.0], None, [1.0, 1.0], [6.0, 6.0]])
+    )
+    features = item_features(items, negatives, "key", skip_flagged=True)
+    assert features.modalities == 3
+    assert features.item_present.tolist() == [
+        [True, False, True],
+        [True, True, False],
+        [True, False, True],
+    ]
+    assert features.item_modal[2, 2].tolist() == [3.0, 0.0]
+    # item 0's negatives n0a, n0b: their changed attributes against item 0's
+    assert features.negative_minus_item[0, 2].tolist() == [0.0, 0.0]
+    assert features.negative_minus_item[1, 2].tolist() == [6.0, 3.0]
+    text_only = items.set_column(2, "visual_vector", _vectors([None, None, None]))
+    assert item_features(text_only, negatives).modalities == 2
+
+
 def test_the_candidates_of_a_positive_are_its_own_rows_padded() -> None:
     features = item_features(ITEMS, NEGATIVES, "key", skip_flagged=True)  # 2, 0 and 1 negatives
     assert features.candidates(np.array([2, 0, 1, 0])).tolist() == [

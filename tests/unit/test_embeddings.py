@@ -14,18 +14,22 @@ from PIL import Image, ImageDraw
 from neggen_core.artifacts.schemas import DESCRIPTIONS, ITEMS, NEGATIVES
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.artifacts.vectors import vector_array, vectors_of
-from neggen_core.attributes.contract import item_inputs
+from neggen_core.attributes.contract import item_inputs, read_attributes
 from neggen_core.config import NeggenConfig, load_config
+from neggen_core.embeddings.compute import attribute_rows, negative_attribute_texts
 from neggen_core.embeddings.contract import INDEX_FILE, load_index, read_embeddings
+from neggen_core.encoders.cached import attribute_text
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM, pixel_features
 from neggen_core.encoders.index import IndexSettings, ItemIndex
 from neggen_core.encoders.text import TextEncoder, bundled_encoder, load_sentence_model
 from neggen_core.encoders.vector_cache import VectorCache
 from neggen_core.errors import ConfigError
+from neggen_core.negatives.contract import read_negatives
 from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
+from neggen_core.train.contract import load_training_data
 from tests.support.assertions import assert_same_vectors
-from tests.support.helpers import DEMO_SETTINGS
+from tests.support.helpers import DEMO_SETTINGS, copy_data_stages
 
 TABLES = ("text_vectors", "item_embeddings", "negative_embeddings")
 
@@ -387,3 +391,43 @@ def test_one_openvino_model_serves_threads_at_once() -> None:
         together = list(pool.map(lambda _: encoder.encode(texts), range(4)))
     for vectors in together:
         np.testing.assert_array_equal(vectors, alone)
+
+
+def test_the_attribute_texts_are_a_modality_the_models_take_where_asked(
+    demo: tuple[ArtifactStore, dict[str, ArtifactRef]], tmp_path: Path
+) -> None:
+    store, refs = demo
+    copy_data_stages(str(store.root), tmp_path)
+    config = load_config(
+        None, [f"artifacts.root={tmp_path}", *DEMO_SETTINGS, "embeddings.attribute_text=true"]
+    )
+    copied = open_store(config)
+    upstream = {s: copied.ref(s, refs[s].version) for s in ("ingest", "attributes", "negatives")}
+    ref = run_stage(config, "embeddings", upstream).ref
+    assert ref.version != refs["embeddings"].version
+
+    attributes = read_attributes(copied, upstream["attributes"])
+    rows = attribute_rows(attributes)
+    items = read_embeddings(copied, ref, "item_embeddings")
+    with_attributes = sorted(rows)
+    assert items.column("attribute_vector").null_count == items.num_rows - len(with_attributes)
+    # an item's vector is its attribute text's; a negative's, its positive's with its changes
+    model = _stage_encoder(copied)
+    first = with_attributes[:10]
+    direct = model.encode([attribute_text(rows[i]) or "" for i in first])
+    assert_same_vectors(vectors_of(items.column("attribute_vector"))[first], direct, model.backend)
+    negatives = read_embeddings(copied, ref, "negative_embeddings")
+    generated = read_negatives(copied, upstream["negatives"])
+    ids = negatives.column("negative_id").to_pylist()[:10]
+    texts = negative_attribute_texts(
+        generated.filter(pl.col("negative_id").is_in(ids)).sort(
+            pl.col("negative_id").replace_strict({n: i for i, n in enumerate(ids)})
+        ),
+        rows,
+    )
+    direct = model.encode([t or "" for t in texts])
+    stored = vectors_of(negatives.column("attribute_vector"))[:10]
+    assert_same_vectors(stored, direct, model.backend)
+
+    data = load_training_data(copied, upstream["ingest"], ref)
+    assert data.features is not None and data.features.names == ("text", "visual", "attributes")

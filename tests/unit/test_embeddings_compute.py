@@ -39,10 +39,23 @@ def _descriptions() -> pl.DataFrame:
     )
 
 
+def _attributes() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "item_idx": [0, 0, 1, 0],
+            "modality": ["text", "text", "text", "image"],
+            "name": ["size", "colour", "colour", "colour"],
+            "value": ["a4", "white", "blue", "white"],
+        },
+        schema_overrides={"item_idx": ITEM_IDX},
+    )
+
+
 def _negatives(
     statuses: list[str], texts: list[str | None], kinds: list[str] | None = None
 ) -> pl.DataFrame:
     count = len(statuses)
+    change = {"modality": "text", "name": "colour", "from_value": "x", "to_value": "red"}
     return pl.DataFrame(
         {
             "negative_id": [f"n{i}" for i in range(count)],
@@ -50,6 +63,7 @@ def _negatives(
             "user_idx": [None] * count,
             "kind": kinds or ["key"] * count,
             "modality": ["text"] * count,
+            "interventions": [[change]] * count,
             "text": texts,
             "visual_description": [None] * count,
             "status": statuses,
@@ -59,39 +73,56 @@ def _negatives(
     )
 
 
-def test_item_texts_are_by_item_with_the_description_of_their_image() -> None:
-    texts = compute.item_texts(_items(), _descriptions())
+def test_item_texts_are_by_item_with_the_description_of_their_image_and_attributes() -> None:
+    texts = compute.item_texts(_items(), _descriptions(), _attributes())
 
     assert texts["item_idx"].to_list() == [0, 1, 2]
     assert texts["text"].to_list() == ["Title: Paper", "Title: Pen", "Title: Ink"]
     assert texts["visual"].to_list() == ["a white sheet", None, None]
+    assert texts["attributes"].to_list() == [
+        "colour: white; image colour: white; size: a4",
+        "colour: blue",
+        None,
+    ]
     assert texts["image_uri"].to_list() == ["paper.png", None, "ink.png"]
+    assert compute.item_texts(_items(), _descriptions(), None)["attributes"].null_count() == 3
 
 
 def test_embedding_inputs_keep_valid_negatives_and_count_the_others() -> None:
     negatives = _negatives(["valid", "invalid", "valid", "invalid"], ["a", None, "b", "c"])
 
-    inputs = compute.embedding_inputs(_items(), _descriptions(), negatives)
+    inputs = compute.embedding_inputs(_items(), _descriptions(), negatives, _attributes())
 
     assert inputs.negatives["negative_id"].to_list() == ["n0", "n2"]
     assert inputs.invalid_negatives == 2
     assert "visual" in inputs.negatives.columns
     assert "status" not in inputs.negatives.columns
+    # a negative's attributes are its positive's with its change; one its positive lacks is added
+    assert inputs.negatives["attributes"].to_list() == [
+        "colour: red; image colour: white; size: a4",
+        "colour: red",
+    ]
+    without = compute.embedding_inputs(_items(), _descriptions(), negatives, None)
+    assert without.negatives["attributes"].null_count() == 2
 
 
 def test_a_valid_negative_without_text_is_an_error() -> None:
     negatives = _negatives(["valid", "valid"], ["a", None])
     with pytest.raises(ValueError, match=r"1 valid negatives have no text \(first: n1\)"):
-        compute.embedding_inputs(_items(), _descriptions(), negatives)
+        compute.embedding_inputs(_items(), _descriptions(), negatives, None)
 
 
 def test_texts_are_distinct_longest_first_ties_by_text() -> None:
-    items = pl.DataFrame({"text": ["bb", "a", "ccc"], "visual": ["dd", None, "a"]})
-    negatives = pl.DataFrame({"text": ["ab", "ccc"], "visual": [None, "eeee"]})
+    items = pl.DataFrame(
+        {"text": ["bb", "a", "ccc"], "visual": ["dd", None, "a"], "attributes": ["f", None, "a"]}
+    )
+    negatives = pl.DataFrame(
+        {"text": ["ab", "ccc"], "visual": [None, "eeee"], "attributes": [None, "gg"]}
+    )
 
     texts = Inputs(items=items, negatives=negatives, invalid_negatives=0).texts()
 
-    assert texts == ["eeee", "ccc", "ab", "bb", "dd", "a"]
+    assert texts == ["eeee", "ccc", "ab", "bb", "dd", "gg", "a", "f"]
 
 
 def test_normalise_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
@@ -101,15 +132,26 @@ def test_normalise_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
     np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
 
 
-def test_modal_vectors_join_text_and_visual_and_mark_absent_visuals() -> None:
-    vectors = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
-    lookup = {text_key("pen"): 0, text_key("a blue pen"): 1, text_key("ink"): 2}
+def test_modal_vectors_join_the_modalities_and_mark_absent_ones() -> None:
+    vectors = np.array(
+        [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0]], dtype=np.float32
+    )
+    lookup = {text_key(t): r for r, t in enumerate(("pen", "a blue pen", "ink", "colour: blue"))}
+    frame = pl.DataFrame(
+        {
+            "text": ["pen", "ink"],
+            "visual": ["a blue pen", None],
+            "attributes": [None, "colour: blue"],
+        }
+    )
 
-    rows = compute.modal_vectors(["pen", "ink"], ["a blue pen", None], lookup, vectors)
+    rows = compute.modal_vectors(frame, lookup, vectors)
 
     np.testing.assert_array_equal(rows.text, vectors[[0, 2]])
     np.testing.assert_array_equal(rows.visual, [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(rows.attributes, [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     assert rows.has_visual.tolist() == [True, False]
+    assert rows.has_attributes.tolist() == [False, True]
     np.testing.assert_allclose(np.linalg.norm(rows.joint, axis=1), [1.0, 1.0], rtol=1e-6)
     np.testing.assert_allclose(rows.joint[0], np.array([1.0, 2.0, 0.0]) / np.sqrt(5), rtol=1e-6)
     np.testing.assert_array_equal(rows.joint[1], [0.0, 0.0, 1.0])
@@ -148,11 +190,11 @@ def test_coverage_report_counts_what_was_embedded() -> None:
         _items(),
         _descriptions(),
         _negatives(["valid", "valid", "invalid"], ["a", "b", None], ["key", "control", "key"]),
+        _attributes(),
     )
     items = compute.modal_vectors(
-        inputs.items["text"].to_list(),
-        inputs.items["visual"].to_list(),
-        {text_key(t): 0 for t in ["Title: Paper", "Title: Pen", "Title: Ink", "a white sheet"]},
+        inputs.items,
+        {text_key(t): 0 for t in inputs.texts()},
         np.ones((1, 2), dtype=np.float32),
     )
     scores = compute.NegativeScores(
@@ -170,6 +212,7 @@ def test_coverage_report_counts_what_was_embedded() -> None:
     assert report["coverage"] == {
         "text": 3,
         "visual_description": 1,
+        "attribute_text": 2,
         "image_features": 1,
         "without_image": 1,
     }

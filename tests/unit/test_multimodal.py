@@ -69,6 +69,21 @@ def test_the_text_graph_is_symmetrically_normalised_by_its_row_sums() -> None:
     np.testing.assert_allclose(graph.transpose.to_dense().numpy(), dense.T)
 
 
+def test_the_attribute_texts_leave_the_item_graph_as_mmrec_builds_it() -> None:
+    # attributes ordered unlike the text: were they a graph modality, the graph would change
+    attributes = IMAGE[::-1].copy()
+    present = np.ones((6, 3), dtype=bool)
+    with_all = _dense(ItemGraph.build(np.stack([TEXT, IMAGE, attributes], 1), present, 2, 0.25))
+    without = _dense(ItemGraph.build(np.stack([TEXT, IMAGE], 1), present[:, :2], 2, 0.25))
+    np.testing.assert_array_equal(with_all, without)
+    names = ("text", "attributes")
+    text_and_attributes = ItemGraph.build(
+        np.stack([TEXT, attributes], 1), present[:, :2], 2, 0.25, names
+    )
+    text = ItemGraph.build(TEXT[:, None, :], present[:, :1], 2, 0.25)
+    np.testing.assert_array_equal(_dense(text_and_attributes), _dense(text))
+
+
 def test_the_image_graph_is_weighted_and_an_item_without_an_image_keeps_its_text_graph() -> None:
     modal = np.stack([TEXT, IMAGE], axis=1)
     present = np.ones((6, 2), dtype=bool)

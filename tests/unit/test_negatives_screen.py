@@ -8,15 +8,19 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
+from neggen_core.config import load_config
+from neggen_core.encoders.cached import stacked_vectors
+from neggen_core.encoders.text import TextEncoder
 from neggen_core.llm.models import (
     Attribute,
     CompletedNegative,
     Intervention,
     InterventionPlan,
+    ItemInput,
 )
 from neggen_core.negatives.compute import cosine_histogram
 from neggen_core.negatives.models import Outcome, Positive, Request, Unit
-from neggen_core.negatives.screen import screen
+from neggen_core.negatives.screen import measured_rows, screen
 from tests.support.helpers import item
 
 POSITIVE = Positive(
@@ -142,3 +146,54 @@ def test_the_report_bins_measured_cosines_of_kept_and_rejected_negatives() -> No
     }
     assert found["valid_share_at_or_above_0.99"] == 0.0
     assert found["valid_median"] == 0.96
+
+
+DESCRIPTION = (
+    "Keep your desk organised with this sturdy desktop file sorter. It holds letter and legal "
+    "size folders, binders and notebooks in five upright sections, so the papers you need every "
+    "day stay within reach. The black finish suits any office, and the steel mesh construction "
+    "resists dents and scratches. Rubber feet protect your desk and keep the sorter from sliding. "
+    "Easy to assemble, no tools needed. Ideal for home offices, classrooms and reception desks."
+)
+
+
+def test_a_key_feature_changed_in_a_long_text_is_a_near_copy_unless_its_attributes_are_seen() -> (
+    None
+):
+    sorter = ItemInput(
+        item_idx=0,
+        title="Mesh Desktop File Sorter, 5 Sections",
+        description=DESCRIPTION,
+        brand="Deskpro",
+        categories=("Office Products", "Desk Accessories"),
+        image_uri=None,
+    )
+    attributes = [("colour", "black", True), ("material", "steel mesh", True)]
+    attributes += [("sections", "5", False), ("brand", "deskpro", True)]
+    positive = Positive(
+        sorter,
+        "Desk Accessories",
+        tuple(Attribute(modality="text", name=n, value=v, is_key=k) for n, v, k in attributes),
+        None,
+    )
+    silver = sorter.model_copy(update={"description": DESCRIPTION.replace("black", "silver")})
+    change = Intervention(modality="text", name="colour", from_value="black", to_value="silver")
+    candidate = Outcome(
+        InterventionPlan(interventions=[change]),
+        CompletedNegative(text=silver.text(), visual_description=None),
+        None,
+    )
+    settings = load_config(None).embeddings
+    encoder = TextEncoder(settings.encoder, settings.encode_batch_size, settings.encoder_backend)
+
+    def cosine(with_attributes: bool) -> float:
+        rows = measured_rows([(positive, candidate)], with_attributes)
+        vectors, _ = stacked_vectors(encoder, rows, {})
+        return float(vectors[0] @ vectors[1])
+
+    # one word of a long text: 0.996 measured; with "colour: black" -> "colour: silver" in the
+    # attribute text, 0.973 measured
+    assert cosine(with_attributes=False) >= 0.99 > cosine(with_attributes=True)
+    assert measured_rows([(positive, candidate)], True)[1][2] == (
+        "brand: deskpro; colour: silver; material: steel mesh; sections: 5"
+    )
