@@ -83,11 +83,14 @@ def test_a_hanging_server_fails_the_stage_and_a_healthy_one_completes_it(root: s
 
 def test_too_many_invalid_replies_fail_the_stage_until_allowed(root: str) -> None:
     ingest = _ingest(root)
+    # every reply is garbled; a timeout well above a loaded machine's answer time, so that an
+    # answer slowed by CPU contention is not a transport failure (one made this test flaky)
+    patient = "llm.vllm.timeout_s=10"
     with StandIn(Settings(p_malformed=1.0)) as garbled:
-        config = _config(root, garbled)
+        config = _config(root, garbled, patient)
         with pytest.raises(BackendError, match=r"295 of 295 items \(100.0%\) got no valid reply"):
             run_stage(config, "attributes", {"ingest": ingest})
-        allowed = _config(root, garbled, "llm.max_invalid_share=1.0")
+        allowed = _config(root, garbled, patient, "llm.max_invalid_share=1.0")
         ref = run_stage(allowed, "attributes", {"ingest": ingest}).ref  # the batches are kept
         assert garbled.tally.snapshot()["requests"] == 2 * ITEMS  # each asked, then repaired once
     assert _invalid(allowed, ref) == ITEMS
