@@ -39,8 +39,8 @@ AttributeRow = tuple[str, str, str]  # (modality, name, value)
 def attribute_text(attributes: Iterable[AttributeRow]) -> str | None:
     """An item's attributes as one text, its attributes modality: "name: value" each ("image
     name: value" for what its image shows), sorted, joined by "; "; None without any. One
-    changed value in a long description barely moves the description's vector; here it is a
-    fifth of the text, so a key feature changed is a change the model can see."""
+    changed value in a long description barely moves the description's vector; in this short
+    text it is one phrase of a few, so a key feature changed is a change the model can see."""
     parts = sorted({f"{'image ' if m == 'image' else ''}{n}: {v}" for m, n, v in attributes})
     return "; ".join(parts) if parts else None
 
@@ -57,8 +57,9 @@ def changed(
 
 def joint(text: np.ndarray, visual: np.ndarray, attributes: np.ndarray) -> np.ndarray:
     """An item's joint vector: the sum of its text's, its visual description's and its
-    attributes' vectors (zero rows where it has none of the latter two), unit length.
-    Similarities to a positive are taken between joint vectors."""
+    attributes' vectors (zero rows where it has none of the latter two), unit length: what
+    the FAISS index holds and the embeddings report's similarities compare (the near-copy
+    check compares `stacked_vectors`)."""
     return normalise(text + visual + attributes)
 
 
