@@ -40,10 +40,11 @@ class Inputs:
 
 
 def attribute_rows(attributes: pl.DataFrame) -> dict[int, list[AttributeRow]]:
-    """item_idx -> its (modality, name, value) rows, from an attributes table."""
+    """item_idx -> its key attributes' (modality, name, value) rows, from an attributes
+    table: what its attribute text holds."""
     rows: dict[int, list[AttributeRow]] = {}
-    for item_idx, modality, name, value in attributes.select(
-        "item_idx", "modality", "name", "value"
+    for item_idx, modality, name, value in (
+        attributes.filter(pl.col("is_key")).select("item_idx", "modality", "name", "value")
     ).iter_rows():
         rows.setdefault(item_idx, []).append((modality, name, value))
     return rows
@@ -78,7 +79,7 @@ def item_texts(
 def negative_attribute_texts(
     negatives: pl.DataFrame, rows: dict[int, list[AttributeRow]]
 ) -> list[str | None]:
-    """Each negative's attribute text: its positive's attributes with its interventions."""
+    """Each negative's attribute text: its positive's key attributes with its interventions."""
     return [
         attribute_text(
             changed(

@@ -14,6 +14,7 @@ from neggen_core.artifacts.schemas import (
 )
 from neggen_core.artifacts.store import ArtifactRef, ArtifactStore
 from neggen_core.config import NeggenConfig
+from neggen_core.encoders.cached import ATTRIBUTE_TEXT_VERSION
 from neggen_core.encoders.image import IMAGE_FEATURE_DIM
 from neggen_core.encoders.index import ItemIndex
 from neggen_core.encoders.text import model_fingerprint
@@ -39,7 +40,8 @@ TABLES = tables(384)  # the bundled encoder's width; `build` sets the configured
 def version_config(config: NeggenConfig) -> dict[str, Any]:
     settings = config.embeddings.model_dump(exclude={"vector_cache", "device"})
     settings["encoder"] = model_fingerprint(config.embeddings.encoder)
-    return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION}
+    texts = {"attribute_text_version": ATTRIBUTE_TEXT_VERSION} if settings["attribute_text"] else {}
+    return {"embeddings": settings, "embedder_version": EMBEDDER_VERSION, **texts}
 
 
 def read_embeddings(store: ArtifactStore, ref: ArtifactRef, table: str) -> pa.Table:

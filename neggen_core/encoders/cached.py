@@ -34,13 +34,18 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 AttributeRow = tuple[str, str, str]  # (modality, name, value)
+# what an attribute text holds: bump when that changes (2: the key attributes only)
+ATTRIBUTE_TEXT_VERSION = 2
 
 
 def attribute_text(attributes: Iterable[AttributeRow]) -> str | None:
-    """An item's attributes as one text, its attributes modality: "name: value" each ("image
-    name: value" for what its image shows), sorted, joined by "; "; None without any. One
-    changed value in a long description barely moves the description's vector; in this short
-    text it is one phrase of a few, so a key feature changed is a change the model can see."""
+    """An item's key attributes as one text, its attributes modality: "name: value" each
+    ("image name: value" for what its image shows), sorted, joined by "; "; None without any.
+    One changed value in a long description barely moves the description's vector; in this
+    short text of the few features that decide a choice it is one phrase of two or three, so a
+    key feature changed is a change the model can see (with every attribute listed, "size:
+    small" to "large" left a cosine of 0.995). A control's changes, to attributes that are not
+    key, leave it as it was."""
     parts = sorted({f"{'image ' if m == 'image' else ''}{n}: {v}" for m, n, v in attributes})
     return "; ".join(parts) if parts else None
 
@@ -49,10 +54,9 @@ def changed(
     attributes: Iterable[AttributeRow], interventions: Iterable[AttributeRow]
 ) -> list[AttributeRow]:
     """A negative's attributes: its positive's, each intervened (modality, name) at its new
-    value (added where the positive lacks it)."""
+    value; an intervention on an attribute not among them leaves them as they are."""
     new = {(m, n): v for m, n, v in interventions}
-    rows = [(m, n, new.pop((m, n), v)) for m, n, v in attributes]
-    return rows + [(m, n, v) for (m, n), v in new.items()]
+    return [(m, n, new.get((m, n), v)) for m, n, v in attributes]
 
 
 def joint(text: np.ndarray, visual: np.ndarray, attributes: np.ndarray) -> np.ndarray:

@@ -319,9 +319,12 @@ def replacements(valid: pl.DataFrame, top: int = 10, examples: int = 3) -> dict[
     """Which values replace the changed attributes of `valid` negatives: the `top` most frequent
     (their share of the negatives; none should dominate) and, per attribute, the first
     `examples` negatives (by id) with the change they make."""
-    changes = valid.select(
-        "negative_id", "text", pl.col("interventions").explode().struct.unnest()
-    ).drop_nulls("name")
+    changes = (
+        valid.select("negative_id", "text", "interventions")
+        .explode("interventions")
+        .unnest("interventions")
+        .drop_nulls("name")
+    )
     frequent = (
         changes.group_by("name", "to_value")
         .len()
@@ -363,7 +366,9 @@ def key_lift(
         orient="row",
     )
     changes = (
-        valid.select("item_idx", pl.col("interventions").explode().struct.unnest())
+        valid.select("item_idx", "interventions")
+        .explode("interventions")
+        .unnest("interventions")
         .drop_nulls("name")
         .join(categories, on="item_idx")
         .join(

@@ -129,7 +129,9 @@ class NegativesJob:
         attributes modality where `embeddings.attribute_text`, as the embeddings stage embeds
         them)."""
         assert self.encoder is not None
-        rows = measured_rows(pairs, self.config.embeddings.attribute_text)
+        # a control unit's positive is its control view, key flags swapped: measure the real one
+        real = [(self.positives[p.item.item_idx], outcome) for p, outcome in pairs]
+        rows = measured_rows(real, self.config.embeddings.attribute_text)
         began = time.perf_counter()
         vectors, encoded = stacked_vectors(self.encoder, rows, self.known)
         self.encoding["encode_seconds"] += time.perf_counter() - began

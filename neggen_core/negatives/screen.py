@@ -44,13 +44,16 @@ def measured_rows(
 ) -> list[tuple[str, str | None, str | None]]:
     """What is encoded to measure (positive, candidate) pairs, as `stacked_vectors` takes it:
     the positives' (text, visual description, attribute text) rows, then the candidates'. A
-    candidate's attributes are its positive's with its interventions; without
+    candidate's attribute text is its positive's key attributes with its interventions (give
+    a control's pairs their real positive, not the control view of it); without
     `with_attributes`, no attribute texts."""
 
     def attributes(positive: Positive, outcome: Outcome | None) -> str | None:
         if not with_attributes:
             return None
-        rows: list[AttributeRow] = [(a.modality, a.name, a.value) for a in positive.attributes]
+        rows: list[AttributeRow] = [
+            (a.modality, a.name, a.value) for a in positive.attributes if a.is_key
+        ]
         if outcome is not None:
             changes = [(c.modality, c.name, c.to_value) for c in outcome.plan.interventions]
             rows = changed(rows, changes)

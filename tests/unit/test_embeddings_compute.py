@@ -9,7 +9,7 @@ import pytest
 
 from neggen_core.embeddings import compute
 from neggen_core.embeddings.compute import Inputs
-from neggen_core.encoders.cached import normalise, text_key
+from neggen_core.encoders.cached import attribute_text, changed, normalise, text_key
 
 ITEM_IDX = pl.Int32
 
@@ -42,10 +42,11 @@ def _descriptions() -> pl.DataFrame:
 def _attributes() -> pl.DataFrame:
     return pl.DataFrame(
         {
-            "item_idx": [0, 0, 1, 0],
-            "modality": ["text", "text", "text", "image"],
-            "name": ["size", "colour", "colour", "colour"],
-            "value": ["a4", "white", "blue", "white"],
+            "item_idx": [0, 0, 1, 0, 1],
+            "modality": ["text", "text", "text", "image", "text"],
+            "name": ["size", "colour", "colour", "colour", "material"],
+            "value": ["a4", "white", "blue", "white", "plastic"],
+            "is_key": [True, True, True, True, False],
         },
         schema_overrides={"item_idx": ITEM_IDX},
     )
@@ -81,7 +82,7 @@ def test_item_texts_are_by_item_with_the_description_of_their_image_and_attribut
     assert texts["visual"].to_list() == ["a white sheet", None, None]
     assert texts["attributes"].to_list() == [
         "colour: white; image colour: white; size: a4",
-        "colour: blue",
+        "colour: blue",  # its material is not a key feature
         None,
     ]
     assert texts["image_uri"].to_list() == ["paper.png", None, "ink.png"]
@@ -97,10 +98,11 @@ def test_embedding_inputs_keep_valid_negatives_and_count_the_others() -> None:
     assert inputs.invalid_negatives == 2
     assert "visual" in inputs.negatives.columns
     assert "status" not in inputs.negatives.columns
-    # a negative's attributes are its positive's with its change; one its positive lacks is added
+    # a negative's key attributes are its positive's with its change; a positive without any
+    # gives its negatives none
     assert inputs.negatives["attributes"].to_list() == [
         "colour: red; image colour: white; size: a4",
-        "colour: red",
+        None,
     ]
     without = compute.embedding_inputs(_items(), _descriptions(), negatives, None)
     assert without.negatives["attributes"].null_count() == 2
@@ -221,3 +223,11 @@ def test_coverage_report_counts_what_was_embedded() -> None:
     assert report["negatives_invalid_not_embedded"] == 1
     assert (report["near_duplicates"], report["possible_false_negatives"]) == (1, 2)
     assert report["nearest_other_similarity"]["max"] == 0.9  # the negative with none is left out
+
+
+def test_an_attribute_text_changes_only_where_a_key_feature_is_changed() -> None:
+    rows = compute.attribute_rows(_attributes())
+    assert rows[1] == [("text", "colour", "blue")]
+    key = changed(rows[1], [("text", "colour", "red")])
+    control = changed(rows[1], [("text", "material", "steel")])  # not a key feature
+    assert (attribute_text(key), attribute_text(control)) == ("colour: red", "colour: blue")

@@ -341,3 +341,36 @@ def test_key_lift_gives_each_changed_keys_share_and_lift_in_its_category() -> No
         "text:colour": {"negatives": 2, "share": 0.6667, "mean_lift": 0.2, "sources": ["own"]},
         "text:brand": {"negatives": 1, "share": 0.3333, "mean_lift": 0.05, "sources": ["parent"]},
     }  # the lift of the positive's category (Pens), not another's
+
+
+def test_a_negative_changing_two_key_features_counts_under_each() -> None:
+    """`negatives.interventions: 2`: the report counts each change (its tables once failed on
+    a negative with two)."""
+    positive = _positive(0, ("text", "colour", "blue", True), ("text", "brand", "bic", True))
+    rows = compute.Rows.of(NegativesConfig(), "p1", {0: positive})
+    both = _outcome("a red pen by Pilot")
+    both.plan.interventions.append(
+        Intervention(modality="text", name="brand", from_value="bic", to_value="pilot")
+    )
+    valid = compute.negatives_frame(
+        rows.of_kind("key", "lexicon/m", [(None, positive)], _examined([both, _outcome("x")]))
+    )
+    keys = pl.DataFrame(
+        {
+            "category": ["Pens", "Pens"],
+            "modality": ["text", "text"],
+            "name": ["colour", "brand"],
+            "lift": [0.2, 0.05],
+            "source": ["own", "own"],
+        }
+    )
+
+    found = compute.replacements(valid)
+    lift = compute.key_lift(valid, {0: positive}, keys)
+
+    assert [(r["value"], r["negatives"]) for r in found["top_replacement_values"]] == [
+        ("red", 2),
+        ("pilot", 1),
+    ]
+    assert found["examples"]["brand"][0]["text"] == "a red pen by Pilot"
+    assert (lift["text:colour"]["negatives"], lift["text:brand"]["negatives"]) == (2, 1)
