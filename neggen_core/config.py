@@ -241,7 +241,7 @@ class NegativesConfig(StrictModel):
         "side by side as the models take them: text, visual description and attribute text, "
         "by embeddings.encoder) is rejected as a near-copy and replaced by a spare, e.g. 0.99; "
         "null (the default): no check, nothing encoded here. On Office 0.99 with "
-        "embeddings.attribute_text leaves 93% of the items with per_item negatives (78% "
+        "embeddings.attribute_text leaves 95% of the items with per_item negatives (78% "
         "without the attribute text, 96% unchecked), but encodes every candidate.",
     )
     batch_size: int = Field(512, ge=1, description="Items (or pairs) per part file.")
@@ -277,8 +277,8 @@ class EmbeddingsConfig(StrictModel):
     image_features: bool = Field(True, description="Pillow colour/shape vectors for item images.")
     attribute_text: bool = Field(
         False,
-        description="Encode each item's extracted attributes (name: value; ...) as a modality of "
-        "its own, and each negative's with its changes: one changed value in a long text barely "
+        description="Encode each item's key attributes (name: value; ...) as a modality of its "
+        "own, and each negative's with its changes: one changed value in a long text barely "
         "moves the text's vector. Also what the negatives' near-copy check measures: turn it on "
         "with negatives.max_cosine. Off by default: its effect on the recommendations is not "
         "measured yet, and it adds a text to encode per item and per negative.",

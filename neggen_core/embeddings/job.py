@@ -2,7 +2,7 @@
 image features where an item has an image, and a FAISS index over the items.
 
 An item is embedded through its text (title, brand, categories, description), its visual
-description and the text of its extracted attributes (`embeddings.attribute_text`); a negative
+description and the text of its key attributes (`embeddings.attribute_text`); a negative
 through its own three texts, so that a negative differs from its positive only where it was
 intervened. Every distinct text is encoded once: the texts are sorted by length
 (as sentence-transformers does inside one `encode` call) and cut into parts of
