@@ -280,8 +280,9 @@ class EmbeddingsConfig(StrictModel):
         description="Encode each item's key attributes (name: value; ...) as a modality of its "
         "own, and each negative's with its changes: one changed value in a long text barely "
         "moves the text's vector. Also what the negatives' near-copy check measures: turn it on "
-        "with negatives.max_cosine. Off by default: its effect on the recommendations is not "
-        "measured yet, and it adds a text to encode per item and per negative.",
+        "with negatives.max_cosine. Off by default: with both on, NegGen against its real_only "
+        "control on Office was +2.2% Recall@20, not significant; and it adds a text to encode "
+        "per item and per negative.",
     )
     near_duplicate_threshold: float = Field(
         0.97,

@@ -44,7 +44,7 @@ def attribute_text(attributes: Iterable[AttributeRow]) -> str | None:
     One changed value in a long description barely moves the description's vector; in this
     short text of the few features that decide a choice it is one phrase of two or three, so a
     key feature changed is a change the model can see (with every attribute listed, "size:
-    small" to "large" left a cosine of 0.995). A control's changes, to attributes that are not
+    medium" to "large" left a cosine of 0.996). A control's changes, to attributes that are not
     key, leave it as it was."""
     parts = sorted({f"{'image ' if m == 'image' else ''}{n}: {v}" for m, n, v in attributes})
     return "; ".join(parts) if parts else None
