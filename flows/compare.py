@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner
 
 from neggen_core import devices
 from neggen_core.artifacts.store import ArtifactRef
@@ -54,43 +55,63 @@ def compare(
 
 def build_runs(config: NeggenConfig, data: dict[str, ArtifactRef]) -> None:
     """Train and evaluate every run the comparison needs on the configured task runner, each as
-    soon as the plan decides it; a run already built is read back, not trained again."""
+    soon as the plan decides it; a run already built is read back, not trained again, and runs
+    that build the same artifacts (grid values their method never reads) are trained once."""
     settings = config.orchestration.task_runner
     threads = worker_threads(settings)
     scores: dict[planning.Run, float] = {}
-    running: dict[PrefectFuture[float], planning.Run] = {}
+    known: dict[str, float] = {}  # the valid score of each evaluate version built
+    sharing: dict[str, list[planning.Run]] = {}  # the runs an evaluate version being built serves
+    running: dict[PrefectFuture[float], str] = {}
     recorded: set[planning.Method] = set()
 
     with task_runner(settings) as runner:
 
         def submit_decided() -> None:
-            plan, todo = planning.advance(config, scores)
-            for method, runs in plan.grid.items():
-                if method not in recorded:
-                    recorded.add(method)
-                    record_choice.with_options(
-                        task_run_name=f"chosen: {method.name} on {method.backbone}"
-                    )(config, method, _search_rows(plan, method, runs))
-            submitted = set(running.values())
-            for run in todo:
-                if run not in submitted:
-                    name = f"{planning.label(config, run)} seed {run.seed}"
-                    task = train_and_evaluate.with_options(
-                        task_run_name=f"{name} ({planning.describe(run.params)})"
-                    )
-                    parameters: dict[str, Any] = {
-                        "config": config,
-                        "run": run,
-                        "data": data,
-                        "threads": threads,
-                    }
-                    running[runner.submit(task, parameters)] = run
+            answered = True
+            while answered:  # a run answered by an artifact already built may decide others
+                answered = False
+                plan, todo = planning.advance(config, scores)
+                for method, runs in plan.grid.items():
+                    if method not in recorded:
+                        recorded.add(method)
+                        record_choice.with_options(
+                            task_run_name=f"chosen: {method.name} on {method.backbone}"
+                        )(config, method, _search_rows(plan, method, runs))
+                for run in todo:
+                    version = planning.artifacts(config, run).evaluate.version
+                    if version in known:
+                        scores[run], answered = known[version], True
+                    elif version in sharing:
+                        if run not in sharing[version]:
+                            sharing[version].append(run)
+                    else:
+                        sharing[version] = [run]
+                        running[_submit(runner, config, run, data, threads)] = version
 
         submit_decided()
         while running:
             done = next(as_completed(list(running)))
-            scores[running.pop(done)] = done.result()
+            version = running.pop(done)
+            known[version] = done.result()
+            for run in sharing.pop(version):
+                scores[run] = known[version]
             submit_decided()
+
+
+def _submit(
+    runner: TaskRunner[Any],
+    config: NeggenConfig,
+    run: planning.Run,
+    data: dict[str, ArtifactRef],
+    threads: int,
+) -> PrefectFuture[float]:
+    name = f"{planning.label(config, run)} seed {run.seed}"
+    task = train_and_evaluate.with_options(
+        task_run_name=f"{name} ({planning.describe(run.params)})"
+    )
+    parameters: dict[str, Any] = {"config": config, "run": run, "data": data, "threads": threads}
+    return runner.submit(task, parameters)
 
 
 def _search_rows(

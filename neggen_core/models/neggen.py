@@ -138,6 +138,21 @@ class EffectMLP(nn.Module):
         return capped
 
 
+GENERATED_SETTINGS = ("generated_weight", "negative_choice", "skip_possible_false_negatives")
+ALIGNMENT_SETTINGS = ("alignment_weight", "temperature")
+
+
+def unread_settings(settings: NegGenSettings) -> tuple[str, ...]:
+    """The settings a NegGen run with `settings` never reads: under `real_only` those of the
+    generated negatives, of their alignment and of their virtual nodes; under `no_alignment`
+    the alignment's; the temperature where the alignment's weight is 0."""
+    if settings.ablation == "real_only":
+        return (*GENERATED_SETTINGS, *ALIGNMENT_SETTINGS, "virtual_node")
+    if settings.ablation == "no_alignment":
+        return ALIGNMENT_SETTINGS
+    return ("temperature",) if settings.alignment_weight == 0 else ()
+
+
 @dataclass(frozen=True)
 class Effects:
     """The key-feature effects of a batch's generated negatives (G, d): `positive` c(i) of each
@@ -164,7 +179,7 @@ class NegGen(Recommender):
         self.effect = EffectMLP(backbone.dim, settings.effect_max_norm, generator)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.virtual: VirtualNodes | None = None
-        if settings.virtual_node:
+        if settings.virtual_node and settings.ablation != "real_only":
             if not isinstance(backbone, Freedom):
                 raise ValueError("a virtual node needs FREEDOM's item-item graph")
             self.virtual = backbone.virtual_nodes(

@@ -35,6 +35,7 @@ from neggen_core.data import (
 from neggen_core.embeddings.contract import read_embeddings
 from neggen_core.errors import ArtifactError
 from neggen_core.ingest.contract import item_count, read_interactions, read_items, user_count
+from neggen_core.models.neggen import unread_settings
 from neggen_core.negatives.contract import read_negatives
 
 UPSTREAM = ("ingest", "embeddings")  # a config may read fewer: `reads`
@@ -56,13 +57,17 @@ def reads_features(config: NeggenConfig) -> bool:
 
 
 def version_config(config: NeggenConfig) -> dict[str, Any]:
-    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), only the
-    sampler in use keeps its settings, and FREEDOM's only where FREEDOM trains."""
+    """The settings a run uses: a baseline's leave out NegGen's (and its backbone), NegGen's
+    those its ablation never reads (`real_only`: the generated negatives'), only the sampler in
+    use keeps its settings, and FREEDOM's only where FREEDOM trains."""
     train = config.train.model_dump(mode="json", exclude={"device"})
     if config.train.model != "neggen":
         del train["neggen"], train["backbone"]
-    elif not config.train.neggen.virtual_node:
-        del train["neggen"]["virtual_node"]  # off: the versions of before it existed
+    else:
+        unread = set(unread_settings(config.train.neggen))
+        if not config.train.neggen.virtual_node:
+            unread.add("virtual_node")  # off: the versions of before it existed
+        train["neggen"] = {k: v for k, v in train["neggen"].items() if k not in unread}
     if config.train.backbone_in_use != "freedom":
         del train["freedom"]
     train["samplers"] = {
@@ -82,18 +87,19 @@ def training_data(
     for_training: bool = False,
 ) -> TrainingData:
     """The split, and the modal features when the model uses them (with the generated
-    negatives for NegGen); `for_training` also the arrays of the per-user choice of generated
-    negatives when the config makes one (ranking does not need them)."""
-    neggen = config.train.model == "neggen"
+    negatives for NegGen, but for its `real_only` ablation); `for_training` also the arrays of
+    the per-user choice of generated negatives when the config makes one (ranking does not need
+    them)."""
     settings = config.train.neggen
+    generated = config.train.model == "neggen" and settings.ablation != "real_only"
     negatives = "control" if settings.ablation == "random_intervention" else "key"
     return load_training_data(
         store,
         upstream["ingest"],
         upstream["embeddings"] if reads_features(config) else None,
         skip_flagged=settings.skip_possible_false_negatives,
-        negatives=negatives if neggen else None,
-        choices=neggen and for_training and settings.negative_choice == "per_user",
+        negatives=negatives if generated else None,
+        choices=generated and for_training and settings.negative_choice == "per_user",
     )
 
 

@@ -13,10 +13,12 @@ import time
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
+from flows import compare as compare_flow
 from neggen.cli import main
 from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
 from neggen_core.artifacts.store import LOCKS, ArtifactStore
@@ -241,6 +243,35 @@ def test_killed_comparison_resumes_to_the_same_table(
         .equals(_table(uninterrupted, "comparison", COMPARISON).select(columns))
     )
     assert _table(resumed, "grid", GRID).equals(_table(uninterrupted, "grid", GRID))
+
+
+def test_grid_points_that_build_the_same_run_are_trained_once(
+    compared: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`real_only` reads no generated negative: a grid over their weight is two points of one
+    model, submitted to the task runner once, shown twice with the same valid score."""
+    submitted: list[object] = []
+    submit = compare_flow._submit
+
+    def counted(*args: Any) -> Any:
+        submitted.append(args[2])
+        return submit(*args)
+
+    monkeypatch.setattr(compare_flow, "_submit", counted)
+    fresh = tmp_path / "artifacts"
+    for stage in DATA_STAGES:
+        shutil.copytree(Path(compared[0], "demo-small", stage), fresh / "demo-small" / stage)
+    grid = "compare.grid={neggen: {train.neggen.generated_weight: [0.25, 1.0]}}"
+    thread = "orchestration.task_runner.kind=thread"
+    args = [*_args(str(fresh), ["neggen[real_only]"], grid), f"--set={thread}"]
+    out = StringIO()
+    with redirect_stdout(out):
+        assert main(["compare", *args]) == 0
+    points = _table(_uri(out.getvalue()), "grid", GRID)
+    assert points.height == 2 and points["valid_recall_20"].n_unique() == 1
+    assert points["chosen"].to_list() == [True, False]  # the first of ties
+    assert len(submitted) == 2  # the search's one model, then the second seed's
+    assert len(list((fresh / "demo-small" / "train").glob("*/manifest.json"))) == 2
 
 
 RUNNERS = {
