@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -45,6 +46,23 @@ def _search_rate(index: ItemIndex, queries: np.ndarray, k: int, repeat: int = 5)
         index.search(queries, k)
         times.append(time.perf_counter() - began)
     return len(queries) / float(np.median(times))
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model, cores and the instruction sets that decide OpenVINO's speed (bf16 on
+    AMX, on AVX-512 BF16, else f32)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines())
+    }
+    flags = set(fields.get("flags", "").split())
+    return {
+        "model": fields.get("model name", ""),
+        "cores": os.cpu_count(),
+        "amx": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512": "avx512f" in flags,
+    }
 
 
 def main() -> None:
@@ -108,6 +126,7 @@ def main() -> None:
         "config": args.config,
         "dataset": config.dataset.name,
         "encoder": config.embeddings.encoder,
+        "cpu": cpu(),
         "distinct_texts": len(texts),
         "items": len(item_vectors),
         "runs": runs,
