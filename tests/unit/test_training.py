@@ -33,6 +33,7 @@ from neggen_core.pipeline.run import run_stage
 from neggen_core.pipeline.stages import STAGE_ORDER, open_store, plan_versions
 from neggen_core.train.compute import FitResult, fit, generated_rows
 from neggen_core.train.contract import load_training_data, training_data
+from neggen_core.train.contract import version_config as train_version_config
 from tests.support.helpers import DEMO_SETTINGS, copy_data_stages
 
 
@@ -320,44 +321,55 @@ def test_the_per_user_choice_without_its_arrays_is_a_clear_error(
 
 GENERATED_SETTINGS = (
     "train.neggen.generated_weight=0.25",
-    "train.neggen.alignment_weight=0.1",
-    "train.neggen.temperature=0.5",
     "train.neggen.negative_choice=uniform",
     "train.neggen.skip_possible_false_negatives=false",
+    "train.neggen.alignment_weight=0.1",
+    "train.neggen.temperature=0.5",
 )
+UNREAD = {"real_only": GENERATED_SETTINGS, "no_alignment": GENERATED_SETTINGS[3:], "none": ()}
 
 
-@pytest.mark.parametrize("ablation", ["real_only", "none"])
-def test_real_only_reads_no_generated_negative_so_their_settings_leave_its_version(
+@pytest.mark.parametrize("ablation", list(UNREAD))
+def test_an_ablation_s_version_leaves_out_the_settings_it_never_reads(
     demo: tuple[str, dict[str, ArtifactRef]], ablation: str
 ) -> None:
-    """`real_only` trains NegGen's content with real negatives only: given the same data,
-    generated negatives included, it trains the same bits whatever the settings of those
-    negatives (weight, choice, flags, alignment), so they leave its train version and a grid
-    over them trains it once; it does not load them. NegGen's own training and version follow
-    each of them."""
+    """`real_only` trains NegGen's content with real negatives only, `no_alignment` without
+    the alignment: given the same data, generated negatives included, each trains the same bits
+    whatever the settings it never reads (`real_only`: the generated negatives' weight, choice,
+    flags and alignment), so they leave its train version and a grid over them trains it once;
+    `real_only` does not load the negatives. NegGen's own training and version follow each."""
     root, refs = demo
+    unread = UNREAD[ablation]
     base = _config(root, f"train.neggen.ablation={ablation}", "train.epochs=2")
     for setting in GENERATED_SETTINGS:
         other = _config(root, f"train.neggen.ablation={ablation}", "train.epochs=2", setting)
         same = plan_versions(other)["train"] == plan_versions(base)["train"]
-        assert same == (ablation == "real_only"), setting
+        assert same == (setting in unread), setting
 
     data = _data(root, refs)  # with the generated negatives
     assert data.features is not None and data.features.generated > 0
     states = []
-    for more in ((), GENERATED_SETTINGS):
+    for more in ((), unread or GENERATED_SETTINGS):
         config = _config(root, f"train.neggen.ablation={ablation}", "train.epochs=2", *more)
         model = build_model(config.train, data)
         evaluator = Evaluator(data, config.evaluate)
         fit(model, build_sampler(config.train, data), data, evaluator, config.train)
         states.append(model.state_dict())
     equal = all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    assert equal == (ablation == "real_only")
+    assert equal == bool(unread)
 
     loaded = training_data(base, open_store(base), refs, for_training=True).features
     assert loaded is not None
     assert (loaded.generated == 0) == (ablation == "real_only")
+
+
+def test_the_temperature_is_read_only_with_an_alignment() -> None:
+    def version(*settings: str) -> dict[str, object]:
+        return train_version_config(load_config(None, list(settings)))
+
+    off = "train.neggen.alignment_weight=0"
+    assert version(off) == version(off, "train.neggen.temperature=1")
+    assert version() != version("train.neggen.temperature=1")
 
 
 @pytest.mark.parametrize(
