@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +21,10 @@ from flows import compare as compare_flow
 from neggen.cli import main
 from neggen_core.artifacts.schemas import COMPARISON, GRID, SUMMARY
 from neggen_core.artifacts.store import LOCKS, ArtifactStore
-from neggen_core.compare.stage import DATA_STAGES, result_tables
+from neggen_core.compare.stage import result_tables
 from neggen_core.errors import NeggenError
 from tests.support.browser import check_page, find_chromium
-from tests.support.helpers import DEMO_SETTINGS, REPO
+from tests.support.helpers import DEMO_SETTINGS, REPO, copy_data_stages
 
 GRID_SETTING = (
     "compare.grid={neggen: {train.neggen.effect_weight: [0.1, 0.4]}, "
@@ -211,8 +210,7 @@ def test_killed_comparison_resumes_to_the_same_table(
     root, _, _ = compared
     small = {"methods": ["rns", "neggen"], "grid": "compare.grid={}"}
     fresh = tmp_path / "artifacts"
-    for stage in DATA_STAGES:
-        shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
+    copy_data_stages(root, fresh)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     command = [sys.executable, "-m", "neggen", "compare", *_args(str(fresh), **small)]
     log = tmp_path / "killed.log"
@@ -259,8 +257,7 @@ def test_grid_points_that_build_the_same_run_are_trained_once(
 
     monkeypatch.setattr(compare_flow, "_submit", counted)
     fresh = tmp_path / "artifacts"
-    for stage in DATA_STAGES:
-        shutil.copytree(Path(compared[0], "demo-small", stage), fresh / "demo-small" / stage)
+    copy_data_stages(compared[0], fresh)
     grid = "compare.grid={neggen: {train.neggen.generated_weight: [0.25, 1.0]}}"
     thread = "orchestration.task_runner.kind=thread"
     args = [*_args(str(fresh), ["neggen[real_only]"], grid), f"--set={thread}"]
@@ -301,8 +298,7 @@ def test_the_same_tables_whatever_runs_the_comparison(
     results = {}
     for name, settings in RUNNERS.items():
         fresh = tmp_path / name.replace(" ", "-")
-        for stage in DATA_STAGES:
-            shutil.copytree(Path(root, "demo-small", stage), fresh / "demo-small" / stage)
+        copy_data_stages(root, fresh)
         # 8 epochs: enough for a thread-dependent sum to show in NegGen's losses (epoch 4)
         more = (*settings, "train.epochs=8")
         args = _args(str(fresh), methods, grid)

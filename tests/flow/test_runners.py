@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from distributed import Client, LocalCluster
 
 from neggen_core.config import TaskRunnerConfig
@@ -67,12 +68,14 @@ def _trim_threshold(cluster: LocalCluster) -> list[str | None]:
         return list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
 
 
-def test_a_local_dask_cluster_keeps_glibc_s_own_memory_trimming() -> None:
+def test_a_local_dask_cluster_keeps_glibc_s_own_memory_trimming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Dask's workers set MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap threshold too:
     torch's large tensors are then unmapped when freed and faulted in again when the next is
     made, and a 10-epoch Office run took twice as long as in a process pool. The cluster that
     `orchestration.task_runner.kind: dask` starts leaves it unset."""
-    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     kwargs = {"n_workers": 1, "threads_per_worker": 1, "dashboard_address": None}
     runner = task_runner(TaskRunnerConfig(kind="dask", max_workers=1))
     assert _trim_threshold(runner.cluster_class(**{**runner.cluster_kwargs, **kwargs})) == [None]

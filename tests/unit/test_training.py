@@ -363,6 +363,31 @@ def test_an_ablation_s_version_leaves_out_the_settings_it_never_reads(
     assert (loaded.generated == 0) == (ablation == "real_only")
 
 
+def test_real_only_builds_no_virtual_node(demo: tuple[str, dict[str, ArtifactRef]]) -> None:
+    """FREEDOM's virtual nodes are made from the generated negatives, which `real_only` never
+    reads: it builds none, trains the same bits with `virtual_node` on or off, and keeps one
+    version."""
+    root, refs = demo
+    data = _data(root, refs)
+    versions, states = set(), []
+    for virtual in ("false", "true"):
+        config = _config(
+            root,
+            "train.backbone=freedom",
+            "train.neggen.ablation=real_only",
+            "train.epochs=2",
+            f"train.neggen.virtual_node={virtual}",
+        )
+        versions.add(plan_versions(config)["train"])
+        model = build_model(config.train, data)
+        assert isinstance(model, NegGen) and model.virtual is None
+        evaluator = Evaluator(data, config.evaluate)
+        fit(model, build_sampler(config.train, data), data, evaluator, config.train)
+        states.append(model.state_dict())
+    assert len(versions) == 1
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_the_temperature_is_read_only_with_an_alignment() -> None:
     def version(*settings: str) -> dict[str, object]:
         return train_version_config(load_config(None, list(settings)))
